@@ -1,0 +1,401 @@
+"""Typed helpers for the TCP/IP command set of the manuals, bound to a family profile.
+
+Every builder validates what a user can influence (host names, APN, credentials) before it reaches a
+command line, takes its deadline from the profile and parses the answer into a typed value. Two-phase
+commands (QIOPEN, QIDNSGIP, QPING, QNTP) return after `OK`; the `*_and_wait` helpers also wait for the
+URC that carries the result, subscribing before the command is written so the URC cannot be missed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+import trio
+
+from ..profiles import Profile
+from ..validate import check_apn, check_credential, check_hostname
+from .channel import AtChannel
+from .protocol import ERROR_FINALS, OK_FINALS, SEND_FINALS, Command, Response
+from .urc import (
+    DnsGipAddress,
+    DnsGipHeader,
+    NtpResult,
+    OpenResult,
+    PingReply,
+    PingSummary,
+    after_prefix,
+    split_fields,
+    to_int,
+)
+
+SERVICE_TYPES = ("TCP", "UDP", "TCP LISTENER", "UDP SERVICE")
+AUTH = {"none": 0, "pap": 1, "chap": 2, "pap_or_chap": 3}
+IP_TYPES = {"ipv4": 1, "ipv6": 2, "ipv4v6": 3}
+
+
+@dataclass(frozen=True)
+class ContextState:
+    context_id: int
+    active: bool
+    context_type: int
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SocketState:
+    connect_id: int
+    service_type: str
+    address: str
+    remote_port: int
+    local_port: int
+    state: str
+    context_id: int
+    server_id: int | None
+    access_mode: int
+
+
+@dataclass(frozen=True)
+class SendAck:
+    total: int
+    acked: int
+    unacked: int
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    data: bytes
+    remote: tuple[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class ReadTotals:
+    total: int
+    read: int
+    unread: int
+
+
+class OpenFailed(Exception):
+    def __init__(self, connect_id: int, code: int | None, reason: str) -> None:
+        super().__init__(f"connect_id {connect_id}: open failed: {reason}")
+        self.connect_id, self.code, self.reason = connect_id, code, reason
+
+
+class UrcTimeout(Exception):
+    """The second phase of a two-phase command never came."""
+
+
+def is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return False
+
+
+class QuectelAt:
+    """The manuals' TCP/IP commands as typed async methods over one AtChannel."""
+
+    def __init__(self, channel: AtChannel, profile: Profile) -> None:
+        self.channel = channel
+        self.profile = profile
+        self._dns_lock = trio.Lock()
+        self._ping_lock = trio.Lock()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def cmd(self, text: str, **kw) -> Command:
+        name = text.split("=", 1)[0].split("?", 1)[0]
+        kw.setdefault("timeout", self.profile.timeout(name))
+        return Command(text, **kw)
+
+    async def run(self, text: str, *, check: bool = True, **kw) -> Response:
+        return await self.channel.command(self.cmd(text, **kw), check=check)
+
+    async def query(self, text: str, prefix: str) -> list[list[str]]:
+        """Run a command and return the fields of each `prefix` line."""
+        resp = await self.run(text, prefix=prefix)
+        return [split_fields(after_prefix(line)) for line in resp.lines]
+
+    def _check_connect_id(self, connect_id: int) -> None:
+        if connect_id not in self.profile.connect_ids:
+            raise ValueError(f"connect_id {connect_id} outside {self.profile.connect_ids}")
+
+    def _check_context_id(self, context_id: int) -> None:
+        if context_id not in self.profile.context_ids:
+            raise ValueError(f"context_id {context_id} outside {self.profile.context_ids}")
+
+    # -- general ------------------------------------------------------------------------------
+    async def at(self, timeout: float | None = None) -> None:
+        await self.run("AT", **({"timeout": timeout} if timeout else {}))
+
+    async def identify(self) -> dict[str, str]:
+        """Model, firmware and IMEI, for the info metric and auto-detection."""
+        model = await self.run("AT+CGMM", bare_lines=True)
+        revision = await self.run("AT+CGMR", bare_lines=True, check=False)
+        imei = await self.run("AT+CGSN", bare_lines=True, check=False)
+        return {
+            "model": " ".join(model.lines).strip(),
+            "firmware": " ".join(revision.lines).replace("Revision:", "").strip(),
+            "imei": " ".join(imei.lines).strip(),
+        }
+
+    async def ati(self) -> str:
+        return "\n".join((await self.run("ATI", bare_lines=True)).lines)
+
+    async def sim_state(self) -> str:
+        rows = await self.query("AT+CPIN?", "+CPIN:")
+        return rows[0][0] if rows else ""
+
+    async def registration(self, command: str) -> int | None:
+        """<stat> of AT+CREG? / AT+CGREG? / AT+CEREG? (1 home, 5 roaming)."""
+        prefix = command[2:].split("?")[0] + ":"
+        rows = await self.query(command, prefix)
+        if not rows or len(rows[0]) < 2:
+            return None
+        return to_int(rows[0][1])
+
+    async def csq(self) -> tuple[int, int]:
+        rows = await self.query("AT+CSQ", "+CSQ:")
+        return int(rows[0][0]), int(rows[0][1])
+
+    async def operator(self) -> str:
+        rows = await self.query("AT+COPS?", "+COPS:")
+        return rows[0][2] if rows and len(rows[0]) > 2 else ""
+
+    async def cfun(self, level: int, reset: bool = False) -> None:
+        await self.run(f"AT+CFUN={level}{',1' if reset else ''}")
+
+    async def qpowd(self) -> None:
+        await self.run("AT+QPOWD=1")
+
+    # -- PDP context --------------------------------------------------------------------------
+    async def qicsgp(
+        self, context_id: int, apn: str, username: str = "", password: str = "",
+        auth: str = "none", ip_type: str = "ipv4",
+    ) -> None:
+        self._check_context_id(context_id)
+        apn = check_apn(apn)
+        username = check_credential(username, "pdp.username")
+        password = check_credential(password, "pdp.password")
+        if len(username.encode()) > self.profile.max_credential:
+            raise ValueError(f"pdp.username: longer than {self.profile.max_credential} bytes")
+        if len(password.encode()) > self.profile.max_credential:
+            raise ValueError(f"pdp.password: longer than {self.profile.max_credential} bytes")
+        await self.run(
+            f'AT+QICSGP={context_id},{IP_TYPES[ip_type]},"{apn}","{username}","{password}",'
+            f"{AUTH[auth]}"
+        )
+
+    async def qiact(self, context_id: int) -> None:
+        self._check_context_id(context_id)
+        await self.run(f"AT+QIACT={context_id}")
+
+    async def qideact(self, context_id: int) -> None:
+        self._check_context_id(context_id)
+        await self.run(f"AT+QIDEACT={context_id}")
+
+    async def qiact_query(self) -> list[ContextState]:
+        out = []
+        for f in await self.query("AT+QIACT?", "+QIACT:"):
+            out.append(ContextState(int(f[0]), f[1] == "1", int(f[2]), tuple(x for x in f[3:] if x)))
+        return out
+
+    # -- sockets ------------------------------------------------------------------------------
+    async def qiopen(
+        self, context_id: int, connect_id: int, service_type: str, host: str, remote_port: int,
+        local_port: int = 0, access_mode: int = 0,
+    ) -> None:
+        """Phase one: the module accepted the request (the result comes as +QIOPEN)."""
+        self._check_context_id(context_id)
+        self._check_connect_id(connect_id)
+        if service_type not in SERVICE_TYPES:
+            raise ValueError(f"service_type {service_type!r} not one of {SERVICE_TYPES}")
+        host = check_hostname(host)
+        if len(host.encode()) > self.profile.max_domain:
+            raise ValueError(f"host name longer than {self.profile.max_domain} bytes")
+        if not 0 <= remote_port <= 65535 or not 0 <= local_port <= 65535:
+            raise ValueError("port out of range 0-65535")
+        await self.run(
+            f'AT+QIOPEN={context_id},{connect_id},"{service_type}","{host}",{remote_port},'
+            f"{local_port},{access_mode}"
+        )
+
+    async def qiopen_and_wait(
+        self, context_id: int, connect_id: int, service_type: str, host: str, remote_port: int,
+        local_port: int = 0, access_mode: int = 0, timeout: float | None = None,
+    ) -> None:
+        """Open and wait for `+QIOPEN: <id>,0`; raise OpenFailed / UrcTimeout otherwise."""
+        if timeout is None:
+            timeout = self.profile.open_timeout(is_ip_literal(host))
+        with self.channel.subscribe() as urcs:
+            await self.qiopen(
+                context_id, connect_id, service_type, host, remote_port, local_port, access_mode
+            )
+            with trio.move_on_after(timeout):
+                async for urc in urcs:
+                    if isinstance(urc, OpenResult) and urc.connect_id == connect_id:
+                        if urc.result != 0:
+                            name = self.profile.error_name(urc.result)
+                            raise OpenFailed(connect_id, urc.result, f"{urc.result} {name}")
+                        return
+            raise UrcTimeout(f"no +QIOPEN for connect_id {connect_id} within {timeout:g} s")
+
+    async def qiclose(self, connect_id: int, timeout: float | None = None) -> None:
+        self._check_connect_id(connect_id)
+        deadline = timeout if timeout is not None else self.profile.timeout("AT+QICLOSE")
+        if self.profile.qiclose_has_timeout:
+            text = f"AT+QICLOSE={connect_id},{max(1, int(deadline) - 2)}"
+        else:
+            text = f"AT+QICLOSE={connect_id}"
+        after = frozenset({"CLOSE OK"}) if self.profile.two_stage_close else None
+        await self.run(text, after_ok=after, timeout=deadline)
+
+    async def qistate(self, context_ids: tuple[int, ...] = ()) -> list[SocketState]:
+        if self.profile.qistate_by_context:
+            rows = []
+            for ctx in context_ids or (1,):
+                rows += await self.query(f"AT+QISTATE=0,{ctx}", "+QISTATE:")
+        else:
+            rows = await self.query("AT+QISTATE?", "+QISTATE:")
+        return [self._socket_state(f) for f in rows if len(f) >= self.profile.qistate_fields]
+
+    def _socket_state(self, f: list[str]) -> SocketState:
+        state = self.profile.socket_states.get(int(f[5]), f[5])
+        if self.profile.qistate_fields == 10:
+            server_id, mode = to_int(f[7]), int(f[8])
+        else:
+            server_id, mode = None, int(f[7])
+        return SocketState(
+            int(f[0]), f[1], f[2], int(f[3]), int(f[4]), state, int(f[6]), server_id, mode
+        )
+
+    def send_command(self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None):
+        """The fixed-length QISEND for `data` (binary-safe: never the Ctrl+Z form)."""
+        self._check_connect_id(connect_id)
+        if not 0 < len(data) <= self.profile.max_send:
+            raise ValueError(f"QISEND length {len(data)} outside 1-{self.profile.max_send}")
+        text = f"AT+QISEND={connect_id},{len(data)}"
+        if remote is not None:
+            ip = str(ipaddress.ip_address(remote[0]))
+            text += f',"{ip}",{int(remote[1])}'
+        if self.profile.two_stage_send:
+            return self.cmd(text, data=data, finals=OK_FINALS, after_ok=SEND_FINALS)
+        return self.cmd(text, data=data, finals=SEND_FINALS)
+
+    async def qisend(
+        self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None
+    ) -> bool:
+        """True on SEND OK; False on SEND FAIL (the module's send buffer is full: retry later)."""
+        resp = await self.channel.command(self.send_command(connect_id, data, remote))
+        return resp.final == "SEND OK"
+
+    async def qisend_ack(self, connect_id: int) -> SendAck:
+        if not self.profile.has_ack_query:
+            raise NotImplementedError(f"{self.profile.name} has no AT+QISEND=<id>,0")
+        self._check_connect_id(connect_id)
+        f = (await self.query(f"AT+QISEND={connect_id},0", "+QISEND:"))[0]
+        return SendAck(int(f[0]), int(f[1]), int(f[2]))
+
+    async def qird(self, connect_id: int, length: int | None = None) -> ReadResult:
+        """One read; b'' when the module buffer is empty (`+QIRD: 0`)."""
+        self._check_connect_id(connect_id)
+        if length is None and self.profile.read_length_required:
+            length = self.profile.max_read
+        if length is not None:
+            length = min(length, self.profile.max_read)
+            text = f"AT+QIRD={connect_id},{length}"
+        else:
+            text = f"AT+QIRD={connect_id}"
+        resp = await self.run(text, prefix="+QIRD:", payload=True)
+        if not resp.lines:
+            return ReadResult(b"")
+        f = split_fields(resp.fields(0))
+        remote = (f[1], int(f[2])) if len(f) >= 3 and not f[1].isdigit() else None
+        return ReadResult(resp.payload or b"", remote)
+
+    async def qird_totals(self, connect_id: int) -> ReadTotals:
+        if not self.profile.has_read_totals:
+            raise NotImplementedError(f"{self.profile.name} has no AT+QIRD=<id>,0")
+        self._check_connect_id(connect_id)
+        f = (await self.query(f"AT+QIRD={connect_id},0", "+QIRD:"))[0]
+        return ReadTotals(int(f[0]), int(f[1]), int(f[2]))
+
+    async def qiswtmd(self, connect_id: int, access_mode: int) -> None:
+        self._check_connect_id(connect_id)
+        await self.run(f"AT+QISWTMD={connect_id},{access_mode}")
+
+    # -- utilities ----------------------------------------------------------------------------
+    async def qidnsgip(self, context_id: int, host: str) -> list[str]:
+        """Resolve through the module's DNS; raises OpenFailed-like errors as LookupError."""
+        if not self.profile.has_qidnsgip:
+            raise NotImplementedError(f"{self.profile.name} has no AT+QIDNSGIP")
+        host = check_hostname(host)
+        async with self._dns_lock:
+            with self.channel.subscribe() as urcs:
+                await self.run(f'AT+QIDNSGIP={context_id},"{host}"')
+                return await self._collect_dns(urcs)
+
+    async def _collect_dns(self, urcs) -> list[str]:
+        addresses: list[str] = []
+        expected: int | None = None
+        with trio.move_on_after(self.profile.urc_timeouts["dns"]):
+            async for urc in urcs:
+                if isinstance(urc, DnsGipHeader):
+                    if urc.result != 0:
+                        name = self.profile.error_name(urc.result)
+                        raise LookupError(f"DNS lookup failed: {urc.result} {name}")
+                    expected = urc.count
+                elif isinstance(urc, DnsGipAddress):
+                    addresses.append(urc.address)
+                if expected is not None and len(addresses) >= expected:
+                    return addresses
+        raise UrcTimeout("no complete +QIURC: \"dnsgip\" answer")
+
+    async def qping(
+        self, context_id: int, host: str, timeout: int = 4, count: int = 4
+    ) -> tuple[list[PingReply], PingSummary | None]:
+        host = check_hostname(host)
+        replies: list[PingReply] = []
+        async with self._ping_lock:
+            with self.channel.subscribe() as urcs:
+                await self.run(f'AT+QPING={context_id},"{host}",{timeout},{count}')
+                with trio.move_on_after(self.profile.urc_timeouts["ping"]):
+                    async for urc in urcs:
+                        if isinstance(urc, PingSummary):
+                            return replies, urc
+                        if isinstance(urc, PingReply):
+                            if urc.address == "" and urc.result != 0:
+                                return replies, None
+                            replies.append(urc)
+        return replies, None
+
+    async def qntp(self, context_id: int, server: str, port: int = 123) -> NtpResult:
+        command = self.profile.ntp_command
+        if command is None:
+            raise NotImplementedError(f"{self.profile.name} has no NTP command")
+        server = check_hostname(server)
+        with self.channel.subscribe() as urcs:
+            await self.run(f'{command}={context_id},"{server}",{port}')
+            with trio.move_on_after(self.profile.urc_timeouts["ntp"]):
+                async for urc in urcs:
+                    if isinstance(urc, NtpResult):
+                        return urc
+        raise UrcTimeout("no NTP result")
+
+    async def qicfg(self, name: str, *values: int | str) -> list[str]:
+        args = "".join(f",{v}" if isinstance(v, int) else f',"{v}"' for v in values)
+        rows = await self.query(f'AT+QICFG="{name}"{args}', "+QICFG:")
+        return rows[0][1:] if rows else []
+
+    async def qisde(self, echo: bool) -> None:
+        await self.run(f"AT+QISDE={1 if echo else 0}")
+
+    async def qigeterror(self) -> tuple[int, str]:
+        f = (await self.query("AT+QIGETERROR", "+QIGETERROR:"))[0]
+        return int(f[0]), f[1] if len(f) > 1 else ""
+
+
+__all__ = [
+    "ERROR_FINALS", "ContextState", "OpenFailed", "QuectelAt", "ReadResult", "ReadTotals",
+    "SendAck", "SocketState", "UrcTimeout", "is_ip_literal",
+]

@@ -1,0 +1,267 @@
+"""Sans-IO AT protocol state machine (in the manner of h11).
+
+`send(command)` returns the bytes to write; `receive(data)` takes what the port read; `next_event()`
+hands out `Urc`, `PromptWanted`, `Done` and `Unknown` events. The command in flight decides how the
+lines that arrive are classified and how the next bytes are framed:
+
+1. a line starting with the command's own prefix belongs to it (and may announce a payload);
+2. else a line with a URC prefix is a URC (at every line boundary, also mid-response);
+3. else an echo of the command is dropped, a final result code ends the command;
+4. else, for commands with bare information lines (ATI, AT+CGMM), it belongs to the command;
+5. anything else is an unknown line: counted and reported, never glued into a result.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .framer import Framer, Line, Payload, Prompt
+from .urc import is_urc, recv_connect_id, recv_push_length
+
+OK_FINALS = frozenset({"OK"})
+ERROR_FINALS = frozenset({"ERROR", "NO CARRIER"})
+ERROR_PREFIXES = ("+CME ERROR:", "+CMS ERROR:")
+SEND_FINALS = frozenset({"SEND OK", "SEND FAIL"})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One AT command line and how its answer is framed.
+
+    prefix:      information lines that belong to this command ("+QIRD:").
+    bare_lines:  lines with no prefix belong to it too (ATI, AT+CGMM, AT+GSN).
+    payload:     the first field of a prefix line is the length of a raw payload that follows it.
+    data:        bytes written after the `>` prompt (fixed-length QISEND).
+    finals:      result codes that end the command successfully.
+    after_ok:    two-stage commands (BC25 QISEND/QICLOSE): after OK, wait for one of these.
+    timeout:     seconds the channel waits for the final result.
+    """
+
+    text: str
+    prefix: str | None = None
+    bare_lines: bool = False
+    payload: bool = False
+    data: bytes | None = None
+    finals: frozenset[str] = OK_FINALS
+    after_ok: frozenset[str] | None = None
+    timeout: float = 60.0
+
+    @property
+    def name(self) -> str:
+        """The command without arguments, for metrics and logs ("AT+QIRD")."""
+        for sep in ("=", "?"):
+            if sep in self.text:
+                return self.text.split(sep, 1)[0]
+        return self.text
+
+
+@dataclass(slots=True)
+class Response:
+    command: Command
+    final: str = ""
+    lines: list[str] = field(default_factory=list)
+    payload: bytes | None = None
+
+    @property
+    def error(self) -> bool:
+        return self.final in ERROR_FINALS or self.final.startswith(ERROR_PREFIXES)
+
+    @property
+    def error_code(self) -> int | None:
+        if self.final.startswith(ERROR_PREFIXES):
+            try:
+                return int(self.final.split(":", 1)[1].strip())
+            except ValueError:
+                return None
+        return None
+
+    def fields(self, index: int = 0) -> str:
+        """The text after the prefix of information line `index`."""
+        line = self.lines[index]
+        return line.split(":", 1)[1].strip() if ":" in line else line
+
+
+@dataclass(frozen=True, slots=True)
+class UrcEvent:
+    text: str
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptWanted:
+    """The module printed `>`: write the command's data now (see AtProtocol.send_data)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    response: Response
+
+
+@dataclass(frozen=True, slots=True)
+class Unknown:
+    text: str
+
+
+ProtocolEvent = UrcEvent | PromptWanted | Done | Unknown
+
+
+class ProtocolError(Exception):
+    """The caller broke the protocol's rules (two commands at once, a bad command line)."""
+
+
+class AtProtocol:
+    """Classifies lines against the command in flight; owns the framer."""
+
+    def __init__(self, max_line: int = 4096) -> None:
+        self.framer = Framer(max_line)
+        self.in_flight: Command | None = None
+        self._response: Response | None = None
+        self._got_ok = False
+        self._urc_payload: str | None = None
+        self._push_ids: set[int] = set()
+        self.counters: Counter[str] = Counter()
+
+    # -- outgoing -----------------------------------------------------------------------------
+    def send(self, command: Command) -> bytes:
+        if self.in_flight is not None:
+            raise ProtocolError(f"{self.in_flight.text} is still in flight")
+        text = command.text
+        if not text[:2].upper() == "AT" or any(ord(c) < 0x20 or ord(c) > 0x7E for c in text):
+            raise ProtocolError(f"refusing to send a malformed command line {text!r}")
+        self.in_flight = command
+        self._response = Response(command)
+        self._got_ok = False
+        self.framer.expect_prompt(command.data is not None)
+        return text.encode("ascii") + b"\r"
+
+    def send_data(self) -> bytes:
+        """The payload to write after the prompt of the command in flight."""
+        assert self.in_flight is not None and self.in_flight.data is not None
+        return self.in_flight.data
+
+    def abort(self) -> None:
+        """Give up on the command in flight (its deadline passed); late lines become unknown."""
+        self.in_flight = None
+        self._response = None
+        self.framer.expect_prompt(False)
+
+    def reset(self) -> None:
+        """The module reset or the port was reopened: nothing buffered is meaningful."""
+        self.abort()
+        self.framer.reset()
+        self._urc_payload = None
+        self._push_ids.clear()
+
+    def set_push(self, connect_id: int, on: bool) -> None:
+        """Whether `connect_id` is in direct-push mode (its recv URCs carry payload)."""
+        (self._push_ids.add if on else self._push_ids.discard)(connect_id)
+
+    # -- incoming -----------------------------------------------------------------------------
+    def receive(self, data: bytes) -> None:
+        self.framer.feed(data)
+
+    def next_event(self) -> ProtocolEvent | None:
+        while True:
+            ev = self.framer.next_event()
+            if ev is None:
+                return None
+            out = self._handle(ev)
+            if out is not None:
+                return out
+
+    def _handle(self, ev: Line | Prompt | Payload) -> ProtocolEvent | None:
+        if isinstance(ev, Payload):
+            return self._payload(ev.data)
+        if isinstance(ev, Prompt):
+            if self.in_flight is not None and self.in_flight.data is not None:
+                return PromptWanted()
+            self.counters["unknown_lines"] += 1
+            return Unknown(">")
+        if ev.truncated:
+            self.counters["resyncs"] += 1
+        return self._line(ev.text)
+
+    def _payload(self, data: bytes) -> ProtocolEvent | None:
+        if self._urc_payload is not None:
+            text, self._urc_payload = self._urc_payload, None
+            return UrcEvent(text, data)
+        if self._response is not None:
+            self._response.payload = (self._response.payload or b"") + data
+            return None
+        self.counters["unknown_lines"] += 1
+        return Unknown(f"<{len(data)} payload bytes>")
+
+    def _line(self, text: str) -> ProtocolEvent | None:
+        cmd = self.in_flight
+        if cmd is not None and cmd.prefix and text.startswith(cmd.prefix):
+            return self._info(cmd, text)
+        if is_urc(text):
+            return self._urc(text)
+        if cmd is None:
+            self.counters["unknown_lines"] += 1
+            return Unknown(text)
+        if text.upper() == cmd.text.upper():
+            self.counters["echo_lines"] += 1
+            return None
+        final = self._final(cmd, text)
+        if final is _CONSUMED:
+            return None
+        if final is not None:
+            return final
+        if cmd.bare_lines:
+            assert self._response is not None
+            self._response.lines.append(text)
+            return None
+        self.counters["unknown_lines"] += 1
+        return Unknown(text)
+
+    def _info(self, cmd: Command, text: str) -> None:
+        assert self._response is not None
+        self._response.lines.append(text)
+        if cmd.payload:
+            size = _first_int(text)
+            if size:
+                self.framer.expect_payload(size)
+        return None
+
+    def _urc(self, text: str) -> ProtocolEvent | None:
+        size = recv_push_length(text)
+        if size and recv_connect_id(text) in self._push_ids:
+            self._urc_payload = text
+            self.framer.expect_payload(size)
+            return None
+        return UrcEvent(text)
+
+    def _final(self, cmd: Command, text: str) -> Done | object | None:
+        """Done for a final result, _CONSUMED for the first OK of a two-stage command."""
+        assert self._response is not None
+        is_error = text in ERROR_FINALS or text.startswith(ERROR_PREFIXES)
+        if cmd.after_ok is not None and self._got_ok:
+            if text in cmd.after_ok or is_error:
+                return self._finish(text)
+            return None
+        if text in cmd.finals or is_error:
+            if text == "OK" and cmd.after_ok is not None:
+                self._got_ok = True
+                return _CONSUMED
+            return self._finish(text)
+        return None
+
+    def _finish(self, final: str) -> Done:
+        response = self._response
+        assert response is not None
+        response.final = final
+        self.in_flight = None
+        self._response = None
+        self.framer.expect_prompt(False)
+        return Done(response)
+
+
+_CONSUMED = object()
+
+
+def _first_int(text: str) -> int | None:
+    body = text.split(":", 1)[1] if ":" in text else text
+    head = body.split(",", 1)[0].strip()
+    return int(head) if head.isdigit() else None

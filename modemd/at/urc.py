@@ -1,0 +1,291 @@
+"""Unsolicited result codes: which lines are URCs, and their typed values.
+
+A URC is recognised by its prefix at a line boundary. Fields are parsed as quoted strings or bare tokens,
+never split on ':' (IPv6 literals), and typographic quotes from older manuals are accepted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Lines that are URCs when no command in flight claims them as its response (see protocol.py).
+URC_PREFIXES = (
+    "+QIURC:",
+    "+QIOPEN:",
+    "+QPING:",
+    "+QNTP:",
+    "+QNTTP:",
+    "+QIACTEX:",
+    "+QIDEACTEX:",
+    "+CPIN:",
+    "+QIND:",
+    "+QUSIM:",
+    "+CFUN:",
+    "+CREG:",
+    "+CGREG:",
+    "+CEREG:",
+    "+C5GREG:",
+    "+CGEV:",
+    "+QCSCON:",
+    "+QSIMSTAT:",
+    "+QNETDEVSTATUS:",
+)
+URC_WORDS = ("RDY", "APP RDY", "POWERED DOWN", "NORMAL POWER DOWN", "RING")
+
+
+def is_urc(text: str) -> bool:
+    return text in URC_WORDS or text.startswith(URC_PREFIXES)
+
+
+def split_fields(text: str) -> list[str]:
+    """Split 'a,"b,c",d' into ['a', 'b,c', 'd']; quotes (also “ ”) are removed."""
+    fields: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch in '"“”':
+            quoted = not quoted
+        elif ch == "," and not quoted:
+            fields.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    fields.append("".join(cur).strip())
+    return fields
+
+
+def after_prefix(text: str) -> str:
+    return text.split(":", 1)[1].strip() if ":" in text else ""
+
+
+def to_int(field: str) -> int | None:
+    try:
+        return int(field)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Recv:
+    connect_id: int
+    length: int | None = None
+    remote: tuple[str, int] | None = None
+    buff_full: bool = False
+    data: bytes | None = None  # direct push only
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    connect_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    connect_id: int
+    server_id: int
+    remote_ip: str
+    remote_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingFull:
+    server_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PdpDeact:
+    context_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenResult:
+    connect_id: int
+    result: int
+
+
+@dataclass(frozen=True, slots=True)
+class DnsGipHeader:
+    result: int
+    count: int
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class DnsGipAddress:
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class PingReply:
+    result: int
+    address: str = ""
+    size: int = 0
+    time_ms: int = 0
+    ttl: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PingSummary:
+    result: int
+    sent: int
+    received: int
+    lost: int
+    min_ms: int
+    max_ms: int
+    avg_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class NtpResult:
+    result: int
+    time: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActExResult:
+    context_id: int
+    result: int
+    addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DeactExResult:
+    context_id: int
+    result: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModuleReady:
+    """`RDY` (or `APP RDY`): the module has (re)booted; every socket is gone."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class PoweredDown:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class SimState:
+    state: str
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    kind: str  # "CREG" | "CGREG" | "CEREG" | "C5GREG"
+    stat: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class OtherUrc:
+    """A line with a URC prefix that modemd does not act on (e.g. `+QIND: PB DONE`)."""
+
+    text: str
+
+
+Urc = (
+    Recv | Closed | Incoming | IncomingFull | PdpDeact | OpenResult | DnsGipHeader | DnsGipAddress
+    | PingReply | PingSummary | NtpResult | ActExResult | DeactExResult | ModuleReady | PoweredDown
+    | SimState | Registration | OtherUrc
+)
+
+
+def recv_push_length(text: str) -> int | None:
+    """The payload length a `+QIURC: "recv",id,len...` line announces (direct push), else None."""
+    if not text.startswith("+QIURC:"):
+        return None
+    f = split_fields(after_prefix(text))
+    if len(f) >= 3 and f[0] == "recv":
+        return to_int(f[2])
+    return None
+
+
+def recv_connect_id(text: str) -> int | None:
+    f = split_fields(after_prefix(text))
+    if len(f) >= 2 and f[0] == "recv":
+        return to_int(f[1])
+    return None
+
+
+def parse_urc(text: str, data: bytes | None = None) -> Urc:
+    """Typed value of a URC line (and its direct-push payload); never raises."""
+    try:
+        return _parse(text, data)
+    except (ValueError, IndexError):
+        return OtherUrc(text)
+
+
+def _parse(text: str, data: bytes | None) -> Urc:
+    if text in ("RDY", "APP RDY"):
+        return ModuleReady(text)
+    if text in ("POWERED DOWN", "NORMAL POWER DOWN"):
+        return PoweredDown(text)
+    head = text.split(":", 1)[0]
+    f = split_fields(after_prefix(text))
+    parser = _PARSERS.get(head)
+    return parser(text, f, data) if parser else OtherUrc(text)
+
+
+def _qiurc(text: str, f: list[str], data: bytes | None) -> Urc:
+    kind = f[0]
+    if kind == "recv":
+        return _recv(f, data)
+    if kind == "closed":
+        return Closed(int(f[1]))
+    if kind == "incoming":
+        return Incoming(int(f[1]), int(f[2]), f[3], int(f[4]))
+    if kind == "incoming full":
+        return IncomingFull(to_int(f[1]) if len(f) > 1 else None)
+    if kind == "pdpdeact":
+        return PdpDeact(int(f[1]))
+    if kind == "dnsgip":
+        if len(f) >= 4 and to_int(f[1]) is not None:
+            return DnsGipHeader(int(f[1]), int(f[2]), int(f[3]))
+        if len(f) == 2 and to_int(f[1]) is not None:
+            return DnsGipHeader(int(f[1]), 0, 0)
+        return DnsGipAddress(f[1])
+    return OtherUrc(text)
+
+
+def _recv(f: list[str], data: bytes | None) -> Recv:
+    cid = int(f[1])
+    if len(f) >= 3 and f[2] == "buff full":
+        return Recv(cid, buff_full=True)
+    length = int(f[2]) if len(f) >= 3 else None
+    remote = (f[3], int(f[4])) if len(f) >= 5 else None
+    return Recv(cid, length, remote, data=data)
+
+
+def _qping(text: str, f: list[str], data: bytes | None) -> Urc:
+    if len(f) >= 7:
+        return PingSummary(*(int(x) for x in f[:7]))
+    if len(f) >= 5:
+        return PingReply(int(f[0]), f[1], int(f[2]), int(f[3]), int(f[4]))
+    return PingReply(int(f[0]))
+
+
+def _qiactex(text: str, f: list[str], data: bytes | None) -> Urc:
+    return ActExResult(int(f[0]), int(f[1]), tuple(f[3:]))
+
+
+def _registration(text: str, f: list[str], data: bytes | None) -> Urc:
+    kind = text[1 : text.index(":")]
+    # URC form "+CEREG: <stat>[,...]" has the stat first; a polled answer "<n>,<stat>" is a response.
+    return Registration(kind, to_int(f[0]))
+
+
+_PARSERS = {
+    "+QIURC": _qiurc,
+    "+QIOPEN": lambda t, f, d: OpenResult(int(f[0]), int(f[1])),
+    "+QPING": _qping,
+    "+QNTP": lambda t, f, d: NtpResult(int(f[0]), f[1] if len(f) > 1 else ""),
+    "+QNTTP": lambda t, f, d: NtpResult(int(f[0]), f[1] if len(f) > 1 else ""),
+    "+QIACTEX": _qiactex,
+    "+QIDEACTEX": lambda t, f, d: DeactExResult(int(f[0]), int(f[1])),
+    "+CPIN": lambda t, f, d: SimState(f[0]),
+    "+CREG": _registration,
+    "+CGREG": _registration,
+    "+CEREG": _registration,
+    "+C5GREG": _registration,
+}

@@ -1,0 +1,158 @@
+"""The Profile record: everything that differs between module families, as data.
+
+Code asks the profile ("does this family have QIDNSGIP?", "how long may QIACT take?") instead of
+branching on a model name. Section references are to ../shared/docs/seeds-comparison.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+# Canonical names for the TCP/IP result codes (seeds-comparison §5.1). Families map numbers to these.
+STANDARD_ERRORS: Mapping[int, str] = MappingProxyType({
+    0: "ok",
+    550: "unknown_error",
+    551: "operation_blocked",
+    552: "invalid_parameters",
+    553: "memory_not_enough",
+    554: "create_socket_failed",
+    555: "operation_not_supported",
+    556: "socket_bind_failed",
+    557: "socket_listen_failed",
+    558: "socket_write_failed",
+    559: "socket_read_failed",
+    560: "socket_accept_failed",
+    561: "pdp_activate_failed",
+    562: "pdp_deactivate_failed",
+    563: "socket_id_used",
+    564: "dns_busy",
+    565: "dns_failed",
+    566: "socket_connect_failed",
+    567: "socket_closed",
+    568: "operation_busy",
+    569: "operation_timeout",
+    570: "pdp_broken",
+    571: "send_cancelled",
+    572: "operation_not_allowed",
+    573: "apn_not_configured",
+    574: "port_busy",
+})
+
+# Default deadlines (seconds) by command name, from seeds-comparison §2.3. "300 ms" class commands get
+# 5 s: a loaded module is slow, and the flowchart's only hard rule for them is "60 s, then reboot".
+BASE_TIMEOUTS: Mapping[str, float] = MappingProxyType({
+    "AT+QIACT": 150.0,
+    "AT+QIACTEX": 150.0,
+    "AT+QIDEACT": 40.0,
+    "AT+QIDEACTEX": 40.0,
+    "AT+QIOPEN": 150.0,
+    "AT+QICLOSE": 10.0,
+    "AT+QISEND": 120.0,
+    "AT+QIRD": 120.0,
+    "AT+QISENDEX": 120.0,
+    "AT+QPING": 300.0,
+    "AT+QNTP": 125.0,
+    "AT+QIDNSGIP": 60.0,
+    "AT+QICSGP": 5.0,
+    "AT+QISTATE": 5.0,
+    "AT+QISWTMD": 5.0,
+    "AT+QIDNSCFG": 5.0,
+    "AT+QICFG": 5.0,
+    "AT+QISDE": 5.0,
+    "AT+QIGETERROR": 5.0,
+    "AT": 5.0,
+    "AT+CFUN": 15.0,
+    "AT+QPOWD": 60.0,
+    "AT+COPS": 180.0,
+})
+
+# URC waits (phase two of two-phase commands).
+BASE_URC_TIMEOUTS: Mapping[str, float] = MappingProxyType({
+    "open": 150.0,  # +QIOPEN (flowchart: 150 s, then QICLOSE)
+    "dns": 60.0,
+    "ping": 300.0,
+    "ntp": 125.0,
+    "actex": 150.0,
+})
+
+ALL_SOCKET_STATES: Mapping[int, str] = MappingProxyType(
+    {0: "initial", 1: "opening", 2: "connected", 3: "listening", 4: "closing"}
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Profile:
+    """One module family, as its manual describes it."""
+
+    name: str                     # profile name used in config, tests and docs
+    manual: str                   # which seed manual it comes from
+    title: str
+    models: tuple[str, ...]       # substrings of AT+CGMM / ATI output that select this profile
+    context_ids: range = range(1, 17)
+    connect_ids: range = range(0, 12)
+    max_send: int = 1460          # AT+QISEND=<id>,<len> maximum
+    max_read: int = 1500          # AT+QIRD=<id>,<len> maximum
+    max_domain: int = 256         # bytes of a domain name in QIOPEN/QIDNSGIP
+    max_credential: int = 127     # bytes of QICSGP username / password
+    max_active_contexts: int = 3
+    # capabilities
+    has_qicsgp: bool = True
+    has_qiact: bool = True        # False: the context is activated with AT+CGACT (BC25/BC32)
+    has_qiactex: bool = False     # RGx00U asynchronous activation
+    has_ack_query: bool = True    # AT+QISEND=<id>,0
+    has_read_totals: bool = True  # AT+QIRD=<id>,0
+    has_qisde: bool = True
+    qisde_default: int | None = None
+    has_qidnsgip: bool = True
+    has_qisendex: bool = True
+    has_transparent: bool = True
+    has_pdpdeact_urc: bool = True
+    ntp_command: str | None = "AT+QNTP"
+    ip_types: tuple[str, ...] = ("ipv4", "ipv6", "ipv4v6")
+    tcp_listener: bool = True
+    tcp_listener_ipv6: bool = True
+    udp_service: bool = True
+    qiclose_has_timeout: bool = True
+    two_stage_send: bool = False  # OK, then SEND OK / SEND FAIL
+    two_stage_close: bool = False  # OK, then CLOSE OK
+    read_length_required: bool = False
+    qistate_fields: int = 10
+    qistate_by_context: bool = False  # no AT+QISTATE? read form: query AT+QISTATE=0,<ctx>
+    socket_states: Mapping[int, str] = field(default_factory=lambda: ALL_SOCKET_STATES)
+    errors: Mapping[int, str] = field(default_factory=lambda: STANDARD_ERRORS)
+    ping_success: int = 0
+    keepalive_unit: str = "minutes"
+    # flowchart steps
+    cs_registration: bool = False  # AT+CREG? within 90 s
+    ps_registration: tuple[str, ...] = ("AT+CGREG?", "AT+CEREG?")
+    sim_status_commands: tuple[str, ...] = ("AT+CPIN?",)
+    extended_quality: str | None = None  # AT+QCSQ where the family has it
+    # start-up settings that must be (re)applied every time (NVRAM-persisted defaults, echo ...)
+    init_commands: tuple[str, ...] = ()
+    server_init_commands: tuple[str, ...] = ()  # only when a module-side listener is configured
+    timeouts: Mapping[str, float] = field(default_factory=lambda: BASE_TIMEOUTS)
+    urc_timeouts: Mapping[str, float] = field(default_factory=lambda: BASE_URC_TIMEOUTS)
+    open_urc_timeout_ip: float | None = None      # BC25: 36 s for an IP literal
+    open_urc_timeout_domain: float | None = None  # BC25: 176 s for a domain name
+
+    def timeout(self, command_name: str) -> float:
+        return self.timeouts.get(command_name, 60.0)
+
+    def error_name(self, code: int) -> str:
+        return self.errors.get(code, f"error_{code}")
+
+    def error_code(self, name: str) -> int | None:
+        """The family's number for a canonical error name (the tables differ per family)."""
+        for code, n in self.errors.items():
+            if n == name:
+                return code
+        return None
+
+    def open_timeout(self, host_is_literal: bool) -> float:
+        if host_is_literal and self.open_urc_timeout_ip:
+            return self.open_urc_timeout_ip
+        if not host_is_literal and self.open_urc_timeout_domain:
+            return self.open_urc_timeout_domain
+        return self.urc_timeouts["open"]

@@ -1,0 +1,155 @@
+"""The five families of the seed manuals, as data (seeds-comparison §1-§7)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+
+from .base import BASE_TIMEOUTS, STANDARD_ERRORS, Profile
+
+BG95_ERRORS = MappingProxyType({
+    **STANDARD_ERRORS,
+    567: "connection_reset",
+    570: "pdp_broken",
+    573: "port_busy",            # S5 swaps 573/574 (§5.1)
+    574: "pdp_already_active",
+})
+
+# The older generic manual numbers everything differently (§5.1, column U).
+GENERIC_ERRORS = MappingProxyType({
+    0: "ok",
+    552: "unknown_error",
+    553: "operation_blocked",
+    554: "socket_connect_failed",   # "Open connection failed"
+    555: "socket_closed",           # "Connection has been closed"
+    556: "pdp_activate_failed",
+    557: "invalid_ip_address",
+    558: "invalid_parameters",
+    559: "operation_not_supported",
+    560: "create_socket_failed",
+    561: "invalid_socket_id",
+    562: "socket_id_used",          # "Specified socket index has been used"
+    563: "pdp_already_active",
+    564: "invalid_app_type",
+    565: "dns_failed",
+    566: "invalid_operation",
+    567: "socket_listen_failed",
+    568: "socket_bind_failed",
+    569: "memory_not_enough",
+    570: "socket_index_unused",
+    571: "operation_timeout",
+    572: "ntp_no_response",
+    573: "pdp_activating",
+    574: "dns_busy",
+})
+
+BC25_STATES = MappingProxyType(
+    {0: "initial", 1: "opening", 2: "connected", 3: "closing", 4: "closing", 5: "closed"}
+)
+
+BC25_TIMEOUTS = MappingProxyType({
+    **BASE_TIMEOUTS,
+    "AT+QIOPEN": 5.0,      # OK within 300 ms; the URC has its own wait (36 s / 176 s)
+    "AT+QICLOSE": 10.0,    # OK, then CLOSE OK ("maximum response time is 10s")
+    "AT+QISEND": 10.0,     # OK, then SEND OK / SEND FAIL
+    "AT+QIRD": 5.0,
+    "AT+QPING": 5.0,
+    "AT+QIDNSGIP": 5.0,
+    "AT+QNTTP": 5.0,
+    "AT+CGACT": 150.0,
+})
+
+BG95 = Profile(
+    name="bg95",
+    manual="000",
+    title="BG95-S5 (LTE Cat M / NB-IoT + satellite)",
+    models=("BG95", "BG77", "BG600"),
+    max_credential=128,
+    errors=BG95_ERRORS,
+    extended_quality="AT+QCSQ",
+)
+
+GENERIC = Profile(
+    name="generic",
+    manual="001",
+    title="older generic Quectel TCP/IP (UMTS era, IPv4 only; UC15/UC20/EC2x-class)",
+    models=("UC15", "UC20", "EC20", "EC21", "EC25", "EG25", "EG21", "EC200"),
+    ip_types=("ipv4",),
+    has_qisde=False,
+    has_qisendex=False,
+    read_length_required=True,
+    qistate_by_context=True,
+    errors=GENERIC_ERRORS,
+    ping_success=2,
+    keepalive_unit="",
+    cs_registration=True,
+    ps_registration=("AT+CGREG?",),
+    sim_status_commands=("AT+CPIN?", "AT+QINISTAT"),
+)
+
+BC25 = Profile(
+    name="bc25",
+    manual="002",
+    title="BC25 / BC32 (NB-IoT)",
+    models=("BC25", "BC32"),
+    context_ids=range(1, 4),
+    connect_ids=range(0, 6),
+    max_send=512,
+    max_read=512,
+    has_qicsgp=False,
+    has_qiact=False,
+    has_ack_query=False,
+    has_read_totals=False,
+    has_qisde=False,
+    has_transparent=False,
+    has_pdpdeact_urc=False,
+    ntp_command="AT+QNTTP",
+    ip_types=("ipv4", "ipv6"),
+    tcp_listener_ipv6=False,
+    udp_service=False,           # "UDP SERVICE is not supported now" (BC §2.1.1)
+    qiclose_has_timeout=False,
+    two_stage_send=True,
+    two_stage_close=True,
+    read_length_required=True,
+    qistate_fields=8,
+    socket_states=BC25_STATES,
+    ping_success=2,
+    keepalive_unit="seconds",
+    ps_registration=("AT+CEREG?",),
+    # dataformat/viewmode/showlength persist in NVRAM (§3.15): force the values modemd parses.
+    init_commands=(
+        'AT+QICFG="dataformat",0,0',
+        'AT+QICFG="viewmode",0',
+        'AT+QICFG="showlength",0',
+    ),
+    timeouts=BC25_TIMEOUTS,
+    open_urc_timeout_ip=36.0,
+    open_urc_timeout_domain=176.0,
+)
+
+BG96 = Profile(
+    name="bg96",
+    manual="003",
+    title="BG96 (LTE Cat M1 / NB1 / EGPRS)",
+    models=("BG96",),
+    cs_registration=True,
+    extended_quality="AT+QCSQ",
+)
+
+RG500U = Profile(
+    name="rg500u",
+    manual="004",
+    title="RG200U / RG500U / RM500U (5G)",
+    models=("RG500U", "RG200U", "RM500U"),
+    context_ids=range(1, 6),
+    max_active_contexts=5,
+    has_qiactex=True,
+    qisde_default=1,             # echo of QISEND data is ON by default (RU §2.3.15)
+    has_qidnsgip=False,
+    has_qisendex=False,
+    ntp_command=None,
+    keepalive_unit="seconds",
+    ps_registration=("AT+CGREG?", "AT+CEREG?", "AT+C5GREG?"),
+    server_init_commands=('AT+QCFG="nat",1',),
+)
+
+PROFILES = {p.name: p for p in (BG95, GENERIC, BC25, BG96, RG500U)}
