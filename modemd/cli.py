@@ -1,0 +1,70 @@
+"""Command line: `modemd --config FILE`, `modemd --emulate [--config FILE]`, `modemd check-config FILE`.
+
+Errors a user can cause (bad config, missing port, permission denied, port busy, a socket path in use)
+end in one line on stderr naming the fix and exit status 2; never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+
+DEFAULT_CONFIG = "/etc/modemd/modemd.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modemd",
+        description="Quectel module TCP/IP stack as ordinary local sockets.",
+    )
+    parser.add_argument("--config", "-c", help=f"configuration file (default {DEFAULT_CONFIG})")
+    parser.add_argument(
+        "--emulate", action="store_true",
+        help="run on the built-in module emulator instead of a real port (no hardware needed)",
+    )
+    parser.add_argument(
+        "--emulate-profile", default=None,
+        help="module family the emulator plays (bg95, generic, bc25, bg96, rg500u)",
+    )
+    parser.add_argument("--emulate-baud", type=int, default=0, help="emulated line rate, 0 = unlimited")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--version", action="version", version=f"modemd {__version__}")
+    sub = parser.add_subparsers(dest="command")
+    check = sub.add_parser("check-config", help="validate a configuration file and print every error")
+    check.add_argument("file")
+    check.add_argument("--emulate", action="store_true", help="allow an empty modem.port")
+    return parser
+
+
+def check_config_main(path: str, emulate: bool) -> int:
+    from .config import check_config
+
+    errors = check_config(path, emulate=emulate)
+    if errors:
+        for line in errors:
+            print(line, file=sys.stderr)
+        print(f"{path}: {len(errors)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{path}: OK")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "check-config":
+        return check_config_main(args.file, args.emulate)
+    from .daemon import UserError, run_main
+
+    try:
+        return run_main(args)
+    except UserError as exc:
+        print(f"modemd: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""Shared fixtures: a real emulator on a real pty, and the daemon's AT stack opened on it."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+import trio
+import trio.testing
+
+from modemd.at.channel import AtChannel
+from modemd.at.commands import QuectelAt
+from modemd.profiles import get_profile
+from modemd.serial import SerialPort
+
+FAMILIES = ["bg95", "generic", "bc25", "bg96", "rg500u"]
+
+# With a real pty, trio's MockClock must not jump while a task waits for real I/O: jump only after
+# the loop has been idle for this long in real time.
+AUTOJUMP = 0.05
+
+
+@pytest.fixture
+def mock_clock():
+    return trio.testing.MockClock(autojump_threshold=AUTOJUMP)
+
+
+@dataclass
+class Stack:
+    emulator: object
+    port: SerialPort
+    channel: AtChannel
+    at: QuectelAt
+
+
+@asynccontextmanager
+async def open_stack(family: str = "bg96", *, boot: bool = True, **emu_kw):
+    """Emulator + SerialPort + AtChannel + QuectelAt, with the module booted and echo off."""
+    from modemd.emulator import Emulator, EmulatorConfig
+
+    emu_kw.setdefault("boot_delay", 0.01)
+    emu_kw.setdefault("qiact_delay", 0.01)
+    cfg = EmulatorConfig(family=family, **emu_kw)
+    async with Emulator.open(cfg) as emu:
+        port = SerialPort.open(emu.tty_path, 115200, lock_dir=None)
+        channel = AtChannel(port)
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(channel.run)
+                at = QuectelAt(channel, get_profile(family))
+                if boot:
+                    await wait_answering(at)
+                    await at.run("ATE0")
+                    await at.run("AT+CMEE=1")
+                yield Stack(emu, port, channel, at)
+                nursery.cancel_scope.cancel()
+        finally:
+            port.close()
+
+
+async def wait_answering(at: QuectelAt, attempts: int = 50) -> None:
+    """Poll `AT` until the module answers (it ignores input while booting)."""
+    from modemd.at.channel import AtTimeout
+
+    for _ in range(attempts):
+        try:
+            await at.at(timeout=0.5)
+            return
+        except AtTimeout:
+            continue
+    raise AssertionError("emulator never answered AT")
+
+
+@pytest.fixture
+async def stack():
+    async with open_stack("bg96") as s:
+        yield s

@@ -1,0 +1,292 @@
+"""The AT channel and every command helper against the emulator over a real pty."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+import trio
+
+from modemd.at.channel import AtChannel, AtCommandError, AtTimeout, ChannelClosed
+from modemd.at.commands import OpenFailed, QuectelAt
+from modemd.at.protocol import Command
+from modemd.at.urc import Closed, Incoming, PdpDeact, Recv
+from modemd.profiles import BG96
+from modemd.serial import SerialError, SerialPort
+
+from .conftest import open_stack
+
+
+async def activate(at: QuectelAt, context_id: int = 1) -> None:
+    await at.qicsgp(context_id, "internet")
+    await at.qiact(context_id)
+
+
+async def echo_server(nursery, *, once=False):
+    """A real loopback TCP echo server; returns its port."""
+
+    async def handle(stream):
+        async with stream:
+            try:
+                async for data in stream:
+                    await stream.send_all(data)
+            except trio.BrokenResourceError:
+                pass
+
+    listeners = await nursery.start(trio.serve_tcp, handle, 0)
+    return listeners[0].socket.getsockname()[1]
+
+
+async def next_urc(urcs, kind, timeout=10):
+    with trio.fail_after(timeout):
+        async for urc in urcs:
+            if isinstance(urc, kind):
+                return urc
+
+
+async def test_basic_and_identify(stack):
+    await stack.at.at()
+    ident = await stack.at.identify()
+    assert "BG96" in ident["model"]
+    assert ident["imei"].isdigit()
+    assert "BG96" in await stack.at.ati()
+    assert await stack.at.sim_state() == "READY"
+    rssi, ber = await stack.at.csq()
+    assert 0 <= rssi <= 99
+    assert await stack.at.registration("AT+CEREG?") in (1, 5)
+
+
+async def test_pdp_activate_query_deactivate(stack):
+    await activate(stack.at)
+    contexts = await stack.at.qiact_query()
+    assert contexts[0].context_id == 1 and contexts[0].active and contexts[0].addresses
+    await stack.at.qideact(1)
+    assert not [c for c in await stack.at.qiact_query() if c.active]
+
+
+async def test_qiact_150s_under_mock_clock(mock_clock):
+    async with open_stack("bg96", qiact_delay=149.0) as s:
+        await s.at.qicsgp(1, "internet")
+        t0 = trio.current_time()
+        await s.at.qiact(1)
+        took = trio.current_time() - t0
+        assert 149.0 <= took < 150.0
+
+
+async def test_qiact_deadline_passes_under_mock_clock(mock_clock):
+    async with open_stack("bg96", qiact_delay=400.0) as s:
+        await s.at.qicsgp(1, "internet")
+        t0 = trio.current_time()
+        with pytest.raises(AtTimeout) as info:
+            await s.at.qiact(1)
+        assert info.value.seconds == BG96.timeout("AT+QIACT") == 150.0
+        assert 150.0 <= trio.current_time() - t0 < 151.0
+
+
+async def test_command_timing_out_when_module_hangs(stack):
+    stack.emulator.hang(True)
+    with pytest.raises(AtTimeout):
+        await stack.channel.command(Command("AT", timeout=0.3))
+    stack.emulator.hang(False)
+    await stack.at.at()  # the channel recovers: late lines are unknown, not glued
+
+
+async def test_tcp_client_send_recv_binary_exact(stack):
+    await activate(stack.at)
+    async with trio.open_nursery() as nursery:
+        port = await echo_server(nursery)
+        urcs = stack.channel.subscribe()
+        await stack.at.qiopen_and_wait(1, 0, "TCP", "127.0.0.1", port)
+        payload = b"\r\nOK\r\n\x1a\x1b+QIURC: \"closed\",0\r\n" + os.urandom(1400)
+        payload = payload[:1460]
+        assert await stack.at.qisend(0, payload)
+        await next_urc(urcs, Recv)
+        got = b""
+        while len(got) < len(payload):
+            chunk = (await stack.at.qird(0, 1500)).data
+            if not chunk:
+                await next_urc(urcs, Recv)
+                continue
+            got += chunk
+        assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+        assert (await stack.at.qird(0, 1500)).data == b""
+        totals = await stack.at.qird_totals(0)
+        assert totals.total == totals.read == len(payload) and totals.unread == 0
+        ack = await stack.at.qisend_ack(0)
+        assert ack.total == len(payload)
+        states = await stack.at.qistate()
+        assert [(s.connect_id, s.service_type, s.state) for s in states] == [(0, "TCP", "connected")]
+        await stack.at.qiclose(0)
+        assert await stack.at.qistate() == []
+        nursery.cancel_scope.cancel()
+
+
+async def test_open_refused_non_loopback_and_unknown_name(stack):
+    await activate(stack.at)
+    with pytest.raises(OpenFailed) as info:
+        await stack.at.qiopen_and_wait(1, 1, "TCP", "192.0.2.1", 80)
+    assert info.value.code in (566, 565, 550)
+    await stack.at.qiclose(1)
+    with pytest.raises(OpenFailed) as info:
+        await stack.at.qiopen_and_wait(1, 2, "TCP", "no-such-host.example", 80)
+    assert BG96.error_name(info.value.code) == "dns_failed"
+    code, _ = await stack.at.qigeterror()
+    assert code >= 0
+
+
+async def test_remote_close_and_pdpdeact_urcs(stack):
+    await activate(stack.at)
+    async with trio.open_nursery() as nursery:
+        port = await echo_server(nursery)
+        urcs = stack.channel.subscribe()
+        await stack.at.qiopen_and_wait(1, 3, "TCP", "127.0.0.1", port)
+        stack.emulator.remote_close(3)
+        assert (await next_urc(urcs, Closed)).connect_id == 3
+        await stack.at.qiclose(3)
+        stack.emulator.pdp_deactivate(1)
+        assert (await next_urc(urcs, PdpDeact)).context_id == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_interleaved_urcs_never_change_results(stack):
+    await activate(stack.at)
+    stack.emulator.interleave_urcs(True)
+    for _ in range(20):
+        contexts = await stack.at.qiact_query()
+        assert contexts[0].active
+        assert (await stack.at.csq())[0] >= 0
+    stack.emulator.interleave_urcs(False)
+
+
+async def test_listener_incoming_and_udp(stack):
+    await activate(stack.at)
+    urcs = stack.channel.subscribe()
+    await stack.at.qiopen_and_wait(1, 11, "TCP LISTENER", "127.0.0.1", 0, local_port=2222)
+    real_port = stack.emulator.module_listen_port(2222)
+    client = await trio.open_tcp_stream("127.0.0.1", real_port)
+    incoming = await next_urc(urcs, Incoming)
+    assert incoming.server_id == 11 and incoming.connect_id != 11
+    await client.send_all(b"ping")
+    await next_urc(urcs, Recv)
+    assert (await stack.at.qird(incoming.connect_id, 1500)).data == b"ping"
+    assert await stack.at.qisend(incoming.connect_id, b"pong")
+    assert await client.receive_some(10) == b"pong"
+    await client.aclose()
+    await stack.at.qiclose(incoming.connect_id)
+    await stack.at.qiclose(11)
+
+    udp = trio.socket.socket(trio.socket.AF_INET, trio.socket.SOCK_DGRAM)
+    await udp.bind(("127.0.0.1", 0))
+    udp_port = udp.getsockname()[1]
+    await stack.at.qiopen_and_wait(1, 5, "UDP", "127.0.0.1", udp_port)
+    assert await stack.at.qisend(5, b"datagram-1")
+    data, peer = await udp.recvfrom(100)
+    assert data == b"datagram-1"
+    await udp.sendto(b"reply", peer)
+    await next_urc(urcs, Recv)
+    assert (await stack.at.qird(5, 1500)).data == b"reply"
+    await stack.at.qiclose(5)
+    udp.close()
+
+
+async def test_send_fail_is_a_result_not_an_error(stack):
+    await activate(stack.at)
+    async with trio.open_nursery() as nursery:
+        port = await echo_server(nursery)
+        await stack.at.qiopen_and_wait(1, 0, "TCP", "127.0.0.1", port)
+        stack.emulator.send_fail(1)
+        assert await stack.at.qisend(0, b"x") is False
+        assert await stack.at.qisend(0, b"x") is True
+        nursery.cancel_scope.cancel()
+
+
+async def test_dns_ping_ntp_qicfg_qisde_qiswtmd(stack):
+    await activate(stack.at)
+    assert await stack.at.qidnsgip(1, "localhost") == ["127.0.0.1"]
+    with pytest.raises(LookupError):
+        await stack.at.qidnsgip(1, "nowhere.invalid")
+    replies, summary = await stack.at.qping(1, "127.0.0.1", count=2)
+    assert summary is not None and summary.received == 2 and len(replies) == 2
+    ntp = await stack.at.qntp(1, "localhost")
+    assert ntp.result == 0
+    await stack.at.qicfg("transpktsize", 1024)
+    assert await stack.at.qicfg("transpktsize") == ["1024"]
+    await stack.at.qisde(False)
+    async with trio.open_nursery() as nursery:
+        port = await echo_server(nursery)
+        await stack.at.qiopen_and_wait(1, 4, "TCP", "127.0.0.1", port)
+        await stack.at.qiswtmd(4, 1)
+        stack.channel.set_push(4, True)
+        urcs = stack.channel.subscribe()
+        assert await stack.at.qisend(4, b"pushed\r\nOK\r\n")
+        urc = await next_urc(urcs, Recv)
+        assert urc.data == b"pushed\r\nOK\r\n"
+        nursery.cancel_scope.cancel()
+
+
+async def test_error_result_raises_with_code(stack):
+    with pytest.raises(AtCommandError):
+        await stack.at.run("AT+NOSUCHCOMMAND")
+
+
+async def test_injection_rejected_before_the_wire(stack):
+    before = len(stack.emulator.commands)
+    for evil in ['evil"\r\nAT+QPOWD=1\r\n', 'a"b', "x\x00y"]:
+        with pytest.raises(ValueError):
+            await stack.at.qiopen(1, 0, "TCP", evil, 80)
+        with pytest.raises(ValueError):
+            await stack.at.qicsgp(1, evil)
+    assert len(stack.emulator.commands) == before
+    assert not any("QPOWD" in c for c in stack.emulator.commands)
+
+
+async def test_unexpected_rdy_reaches_subscribers(stack):
+    from modemd.at.urc import ModuleReady
+
+    urcs = stack.channel.subscribe()
+    await stack.emulator.power_off()
+    await stack.emulator.power_on()
+    assert isinstance(await next_urc(urcs, ModuleReady), ModuleReady)
+
+
+async def test_commands_after_channel_stopped_fail_cleanly():
+    async with open_stack("bg96") as s:
+        pass  # leaving the stack stops the channel's tasks
+    with pytest.raises(ChannelClosed):
+        await s.channel.command(Command("AT"))
+
+
+def test_serial_errors_are_one_clear_line(tmp_path):
+    with pytest.raises(SerialError) as info:
+        SerialPort.open(str(tmp_path / "ttyNOPE"), lock_dir=str(tmp_path))
+    assert "does not exist" in str(info.value) and "\n" not in str(info.value)
+
+
+async def test_second_open_is_refused_with_lock(tmp_path):
+    async with open_stack("bg96", boot=False) as s:
+        with pytest.raises(SerialError) as info:
+            first = SerialPort.open(s.emulator.tty_path, lock_dir=str(tmp_path))
+            try:
+                SerialPort.open(s.emulator.tty_path, lock_dir=str(tmp_path))
+            finally:
+                first.close()
+        assert "in use" in str(info.value)
+
+
+async def test_channel_over_a_plain_transport_roundtrip():
+    """The channel only needs receive_some/send_all (the emulator is not required)."""
+    a, b = trio.testing.memory_stream_pair()
+    channel = AtChannel(a)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run)
+
+        async def module():
+            data = await b.receive_some()
+            assert data == b"AT+CSQ\r"
+            await b.send_all(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+
+        nursery.start_soon(module)
+        resp = await channel.command(Command("AT+CSQ", prefix="+CSQ:"))
+        assert resp.lines == ["+CSQ: 20,99"]
+        nursery.cancel_scope.cancel()
