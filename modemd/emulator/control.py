@@ -1,0 +1,238 @@
+"""Line-based control socket, so another process can inject the emulator's faults.
+
+One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
+
+    hang on|off            power off|on|pwrkey       pdpdeact [<ctx>]      close <connect_id>
+    sendfail <n>           droprecv <n>              qiactfail <n>         qideactfail <n>
+    garbage <hex>
+    qiact_delay <sec>      turnaround <sec>          baud <n>              interleave on|off
+    listenport <port>      sim ready|absent          register on|off       host <name>=<ip>
+    status                 help
+"""
+
+from __future__ import annotations
+
+import os
+import socket as stdsocket
+import stat
+from typing import TYPE_CHECKING
+
+import trio
+
+from .config import ConfigError, check_hosts
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .core import Emulator
+
+HELP = (
+    "commands: hang on|off, power off|on|pwrkey, pdpdeact [ctx], close <id>, sendfail <n>, "
+    "droprecv <n>, qiactfail <n>, qideactfail <n>, garbage <hex>, qiact_delay <s>, turnaround <s>, baud <n>, "
+    "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, status"
+)
+MAX_LINE = 4096
+KNOWN = {
+    "hang", "power", "pdpdeact", "close", "sendfail", "droprecv", "qiactfail", "qideactfail", "garbage",
+    "qiact_delay", "turnaround", "baud", "interleave", "listenport", "sim", "register", "host",
+}  # fmt: skip
+
+
+def _onoff(arg: str) -> bool:
+    if arg in ("on", "1", "true", "yes"):
+        return True
+    if arg in ("off", "0", "false", "no"):
+        return False
+    raise ValueError(f"expected on|off, got {arg!r}")
+
+
+def _int(arg: str) -> int:
+    try:
+        value = int(arg)
+    except ValueError:
+        raise ValueError(f"expected an integer, got {arg!r}") from None
+    if value < 0:
+        raise ValueError(f"expected an integer >= 0, got {arg!r}")
+    return value
+
+
+def _float(arg: str) -> float:
+    try:
+        value = float(arg)
+    except ValueError:
+        raise ValueError(f"expected a number, got {arg!r}") from None
+    if not value >= 0:
+        raise ValueError(f"expected a number >= 0, got {arg!r}")
+    return value
+
+
+async def run_command(emu: Emulator, line: str) -> str:
+    """Execute one control line; returns the answer line (without newline)."""
+    words = line.split()
+    if not words:
+        return "error empty command"
+    cmd, args = words[0].lower(), words[1:]
+    try:
+        if cmd == "help":
+            return "ok " + HELP
+        if cmd == "status":
+            return (
+                f"ok powered={int(emu.powered)} hung={int(emu._hung)} family={emu.family.name} "
+                f"baud={emu._baud} tty={emu.tty_path}"
+            )
+        if cmd not in KNOWN:
+            return f"error unknown command {cmd!r} ({HELP})"
+        if len(args) != 1 and not (cmd == "pdpdeact" and not args):
+            raise ValueError(f"{cmd}: expected one argument")
+        arg = args[0].lower() if args else ""
+        if cmd == "hang":
+            emu.hang(_onoff(arg))
+        elif cmd == "power":
+            if arg == "off":
+                await emu.power_off()
+            elif arg == "on":
+                await emu.power_on()
+            elif arg == "pwrkey":
+                await emu.pwrkey()
+            else:
+                raise ValueError(f"expected off|on|pwrkey, got {arg!r}")
+        elif cmd == "pdpdeact":
+            emu.pdp_deactivate(_int(arg) if arg else 1)
+        elif cmd == "close":
+            emu.remote_close(_int(arg))
+        elif cmd == "sendfail":
+            emu.send_fail(_int(arg))
+        elif cmd == "droprecv":
+            emu.drop_recv_urc(_int(arg))
+        elif cmd == "qiactfail":
+            emu.qiact_fail(_int(arg))
+        elif cmd == "qideactfail":
+            emu.qideact_fail(_int(arg))
+        elif cmd == "garbage":
+            try:
+                emu.inject(bytes.fromhex(args[0]))
+            except ValueError:
+                raise ValueError(f"garbage: not hex: {args[0]!r}") from None
+        elif cmd == "qiact_delay":
+            emu.set_qiact_delay(_float(arg))
+        elif cmd == "turnaround":
+            emu.set_turnaround(_float(arg))
+        elif cmd == "baud":
+            emu.set_baud(_int(arg))
+        elif cmd == "interleave":
+            emu.interleave_urcs(_onoff(arg))
+        elif cmd == "listenport":
+            return f"ok {emu.module_listen_port(_int(arg))}"
+        elif cmd == "sim":
+            if arg not in ("ready", "absent"):
+                raise ValueError(f"expected ready|absent, got {arg!r}")
+            emu.set_sim_ready(arg == "ready")
+        elif cmd == "register":
+            emu.set_registered(_onoff(arg))
+        elif cmd == "host":
+            name, sep, ip = args[0].partition("=")
+            if not sep:
+                raise ValueError("expected <name>=<ip>")
+            emu.set_hosts({**emu._hosts, **check_hosts({name: ip})})
+        else:
+            return f"error unknown command {cmd!r} ({HELP})"
+    except (ValueError, LookupError) as exc:
+        return f"error {exc}"
+    return "ok"
+
+
+def prepare_socket_path(path: str) -> None:
+    """Remove a stale control socket; refuse to clobber anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise ConfigError(f"control socket path {path} exists and is not a socket")
+    probe = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        probe.settimeout(0.5)
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: stale
+        return
+    finally:
+        probe.close()
+    raise ConfigError(f"control socket {path} is in use by another process")
+
+
+def open_control_socket(path: str) -> stdsocket.socket:
+    """Create the listening unix socket now (errors are ConfigError, raised synchronously)."""
+    prepare_socket_path(path)
+    sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(8)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot create control socket {path}: {exc.strerror}") from None
+    sock.setblocking(False)
+    return sock
+
+
+async def serve_control(
+    emu: Emulator, listen_sock: stdsocket.socket, path: str, task_status=trio.TASK_STATUS_IGNORED
+) -> None:
+    sock = trio.socket.from_stdlib_socket(listen_sock)
+    try:
+        ino = os.stat(path).st_ino
+    except OSError:
+        ino = None
+    try:
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await sock.accept()
+                nursery.start_soon(_serve_client, emu, trio.SocketStream(conn))
+    finally:
+        sock.close()
+        try:
+            if ino is not None and os.stat(path).st_ino == ino:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+async def _serve_client(emu: Emulator, stream: trio.SocketStream) -> None:
+    buf = bytearray()
+    try:
+        async with stream:
+            while True:
+                data = await stream.receive_some(4096)
+                if not data:
+                    return
+                buf += data
+                while b"\n" in buf:
+                    raw, _, rest = bytes(buf).partition(b"\n")
+                    buf = bytearray(rest)
+                    line = raw.decode("utf-8", "replace").strip()
+                    if not line:
+                        continue
+                    answer = await run_command(emu, line)
+                    await stream.send_all(answer.encode() + b"\n")
+                if len(buf) > MAX_LINE:
+                    await stream.send_all(b"error line too long\n")
+                    return
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        pass
+
+
+def send_control(path: str, line: str, timeout: float = 10.0) -> str:
+    """Blocking client for scripts (power hook, shell use): one command, its answer line."""
+    sock = stdsocket.socket(stdsocket.AF_UNIX, stdsocket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(line.strip().encode() + b"\n")
+        buf = b""
+        while b"\n" not in buf:
+            data = sock.recv(4096)
+            if not data:
+                break
+            buf += data
+        return buf.decode("utf-8", "replace").strip()
+    finally:
+        sock.close()

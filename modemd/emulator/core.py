@@ -1,0 +1,315 @@
+"""The `Emulator`: a simulated Quectel module on a pty, with fault injection."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from .config import DEFAULT_HOSTS, EmulatorConfig, check_hosts
+from .control import open_control_socket, serve_control
+from .families import FAMILIES, Family
+from .pty import Pty
+from .session import Session
+
+SLICE = 0.02  # seconds of line time per paced write/read slice
+
+
+class Emulator:
+    """A simulated module. Make one with `async with Emulator.open(cfg) as emu:`."""
+
+    def __init__(self, cfg: EmulatorConfig) -> None:
+        self.cfg = cfg
+        self.family: Family = FAMILIES[cfg.family]
+        self.commands: list[str] = []
+        self._pty: Pty | None = None
+        self._nursery: trio.Nursery | None = None
+        self._session: Session | None = None
+        self._out_lock = trio.Lock()
+        self._power_lock = trio.Lock()
+        self._hung = False
+        self._interleave = False
+        self._baud = cfg.baud
+        self._turnaround = float(cfg.turnaround)
+        self._qiact_delay = float(cfg.qiact_delay)
+        self._hosts = dict(cfg.hosts)
+        self._sim_ready = cfg.sim_ready
+        self._registered = cfg.registered
+        self._send_fail = 0
+        self._drop_recv = 0
+        self._qiact_fail = 0
+        self._qideact_fail = 0
+        self._inject_q: list[bytes] = []
+        self._inject_ready = trio.Event()
+
+    # ---- life cycle -----------------------------------------------------------------------
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, cfg: EmulatorConfig | None = None) -> AsyncIterator[Emulator]:
+        emu = cls(cfg if cfg is not None else EmulatorConfig())
+        control_sock = None
+        if emu.cfg.control:
+            control_sock = open_control_socket(emu.cfg.control)  # ConfigError, before anything
+        try:
+            emu._pty = Pty()
+        except BaseException:
+            if control_sock is not None:
+                control_sock.close()
+            raise
+        body_exc: Exception | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                emu._nursery = nursery
+                nursery.start_soon(emu._pty_reader)
+                nursery.start_soon(emu._injector)
+                if control_sock is not None:
+                    await nursery.start(serve_control, emu, control_sock, emu.cfg.control)
+                if emu.cfg.power_on:
+                    await emu._start_session()
+                try:
+                    yield emu
+                except Exception as exc:  # re-raised below, not wrapped in an ExceptionGroup
+                    body_exc = exc
+                finally:
+                    nursery.cancel_scope.cancel()
+            if body_exc is not None:
+                raise body_exc
+        finally:
+            if emu._session is not None:
+                for sock in list(emu._session.sockets.values()):
+                    sock.kill()
+                emu._session = None
+            emu._pty.close()
+
+    @property
+    def tty_path(self) -> str:
+        assert self._pty is not None
+        return self._pty.path
+
+    @property
+    def powered(self) -> bool:
+        return self._session is not None
+
+    @property
+    def rate(self) -> float:
+        """Line rate in bytes/s (0 = unlimited)."""
+        return self._baud / 10
+
+    # ---- power ----------------------------------------------------------------------------
+    async def _start_session(self) -> None:
+        assert self._nursery is not None
+        session = Session(self)
+        self._session = session
+        self._hung = False
+        await self._nursery.start(session.run)
+
+    async def _stop_session(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        session.stopping = True
+        session.scope.cancel()
+        await session.done.wait()
+
+    async def power_off(self) -> None:
+        """Cut the power: no output, every socket gone, silent until power_on()."""
+        async with self._power_lock:
+            await self._stop_session()
+            self._hung = False
+
+    async def power_on(self) -> None:
+        """Power on (a power cycle if already on): boots again with RDY and the boot URCs."""
+        async with self._power_lock:
+            await self._stop_session()
+            await self._start_session()
+
+    async def pwrkey(self) -> None:
+        """A PWRKEY pulse: boots a module that is off; a running module powers down normally."""
+        async with self._power_lock:
+            session = self._session
+            if session is None:
+                await self._start_session()
+                return
+            hung = self._hung
+            session.stopping = True
+            if not hung:
+                async with self._out_lock:
+                    await self._write(b"\r\nPOWERED DOWN\r\n", session)
+            await self._stop_session()
+
+    def _power_down_soon(self, session: Session) -> None:
+        """AT+QPOWD: the session has said goodbye; end it from outside."""
+
+        async def down() -> None:
+            async with self._power_lock:
+                if self._session is session:
+                    await self._stop_session()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(down)
+
+    def _reboot_soon(self, session: Session) -> None:
+        """AT+CFUN=1,1: restart the module."""
+
+        async def reboot() -> None:
+            async with self._power_lock:
+                if self._session is session:
+                    await self._stop_session()
+                    await self._start_session()
+
+        assert self._nursery is not None
+        self._nursery.start_soon(reboot)
+
+    # ---- the line -------------------------------------------------------------------------
+    async def _write(self, data: bytes, session: Session | None, *, force: bool = False) -> None:
+        """Write to the tty at line rate; dropped unless `session` is the live one and not hung."""
+        assert self._pty is not None
+        mv = memoryview(data)
+        while mv:
+            if not force and (session is None or session is not self._session or self._hung):
+                return
+            rate = self.rate
+            n = len(mv) if not rate else max(1, int(rate * SLICE))
+            chunk = mv[:n]
+            await self._pty.write_all(chunk)
+            mv = mv[n:]
+            if rate:
+                await trio.sleep(len(chunk) / rate)
+
+    async def _pty_reader(self) -> None:
+        assert self._pty is not None
+        while True:
+            rate = self.rate
+            n = 65536 if not rate else max(1, int(rate * SLICE))
+            data = await self._pty.read_some(n)
+            if rate:
+                await trio.sleep(len(data) / rate)
+            session = self._session
+            if session is None or self._hung:
+                continue  # powered off or hung: the bytes are lost
+            await session.inbuf.wait_space()  # cleared (so woken) when the session ends
+            if session is self._session and not self._hung:
+                session.feed(data)
+
+    async def _injector(self) -> None:
+        while True:
+            while not self._inject_q:
+                self._inject_ready = trio.Event()
+                await self._inject_ready.wait()
+            data = self._inject_q.pop(0)
+            async with self._out_lock:
+                await self._write(data, None, force=True)
+
+    # ---- fault injection & knobs ----------------------------------------------------------
+    def hang(self, on: bool = True) -> None:
+        """Stop answering anything (input is read and dropped, no output) until hang(False)."""
+        self._hung = bool(on)
+        session = self._session
+        if session is not None and on:
+            session.inbuf.clear()
+            session.drop_urcs()
+
+    def pdp_deactivate(self, context_id: int = 1) -> None:
+        """The network drops the context: +QIURC: "pdpdeact",<ctx>; its sockets die (closing)."""
+        session = self._session
+        if session is None:
+            return
+        session.deactivate(context_id, forget=False)
+        if self.family.pdpdeact_urc:
+            session.urc(f'+QIURC: "pdpdeact",{context_id}')
+
+    def remote_close(self, connect_id: int) -> None:
+        """The peer closes: the real socket is closed and the module reports "closed"."""
+        session = self._session
+        sock = session.sockets.get(connect_id) if session is not None else None
+        if sock is None:
+            raise LookupError(f"no socket with connect_id {connect_id}")
+        sock.kill()
+        sock.peer_closed()
+
+    def send_fail(self, count: int = 1) -> None:
+        """The next `count` sends answer SEND FAIL (their data is consumed and dropped)."""
+        self._send_fail = max(0, int(count))
+
+    def drop_recv_urc(self, count: int = 1) -> None:
+        """The next `count` buffer-mode "recv" URCs are not sent."""
+        self._drop_recv = max(0, int(count))
+
+    def qiact_fail(self, count: int = 1) -> None:
+        """The next `count` activations (AT+QIACT/CGACT/QIACTEX) fail after qiact_delay."""
+        self._qiact_fail = max(0, int(count))
+
+    def qideact_fail(self, count: int = 1) -> None:
+        """The next `count` AT+QIDEACT answer ERROR (561-class "close PDP context failed")."""
+        self._qideact_fail = max(0, int(count))
+
+    def inject(self, data: bytes) -> None:
+        """Write raw bytes to the tty as soon as the line is free (between frames)."""
+        self._inject_q.append(bytes(data))
+        self._inject_ready.set()
+
+    def interleave_urcs(self, on: bool = True) -> None:
+        """Put a harmless URC between the lines of multi-line responses and before prompts."""
+        self._interleave = bool(on)
+
+    def set_qiact_delay(self, seconds: float) -> None:
+        self._qiact_delay = _nonneg("qiact_delay", seconds)
+
+    def set_turnaround(self, seconds: float) -> None:
+        self._turnaround = _nonneg("turnaround", seconds)
+
+    def set_baud(self, baud: int) -> None:
+        if not isinstance(baud, int) or baud < 0:
+            raise ValueError(f"baud must be an integer >= 0, got {baud!r}")
+        self._baud = baud
+
+    def set_hosts(self, hosts: dict[str, str]) -> None:
+        """Replace the DNS map (loopback targets only; localhost stays)."""
+        self._hosts = {**DEFAULT_HOSTS, **check_hosts(hosts)}
+
+    def set_sim_ready(self, ready: bool) -> None:
+        self._sim_ready = bool(ready)
+
+    def set_registered(self, registered: bool) -> None:
+        """Network registration on/off; emits +CREG/+CGREG/+CEREG URCs where enabled."""
+        session = self._session
+        was = session.registered if session is not None else None
+        self._registered = bool(registered)
+        if session is not None and was != session.registered:
+            if not session.registered:
+                for ctx in list(session.contexts):
+                    session.deactivate(ctx, forget=False)
+            session.handlers.registration_changed()
+
+    def module_listen_port(self, module_port: int) -> int:
+        """The real loopback port behind a TCP LISTENER / UDP SERVICE opened at module port P."""
+        session = self._session
+        if session is not None:
+            for sock in session.sockets.values():
+                if sock.local_port == module_port and sock.real_port and not sock.dead:
+                    return sock.real_port
+        raise LookupError(f"no TCP LISTENER or UDP SERVICE at module port {module_port}")
+
+    def socket_info(self, connect_id: int) -> dict | None:
+        """A snapshot of one module socket (for tests), None if the connect_id is free."""
+        session = self._session
+        sock = session.sockets.get(connect_id) if session is not None else None
+        if sock is None:
+            return None
+        return {
+            "service": sock.service,
+            "state": sock.state,
+            "mode": sock.mode,
+            "rx_buffered": sock.rx.size,
+            "tx_backlog": len(sock.tx),
+            "total_sent": sock.total_sent,
+            "total_recv": sock.total_recv,
+            "real_port": sock.real_port,
+        }
+
+
+def _nonneg(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or value < 0 or value != value:
+        raise ValueError(f"{name} must be a number >= 0, got {value!r}")
+    return float(value)
