@@ -1,0 +1,569 @@
+"""Prometheus metrics: one `Metrics` object per daemon, owning its own CollectorRegistry.
+
+The object is three things at once:
+- the registry with every modemd metric (names follow the Prometheus conventions: `modemd_` prefix,
+  base units, `_total` counters, `_seconds` durations; `promtool check metrics` passes on a scrape);
+- small typed methods the layers call when something happens (`connection_opened`, `reboot`, ...);
+- an `modemd.at.channel.Observer`, so `AtChannel(transport, observer=metrics)` feeds the AT metrics.
+
+Values that already live in some object (supervisor state, signal, the connect_id pool) are best copied
+in at scrape time: `metrics.add_provider(fn)` registers `fn(metrics)`, called by `collect()` before each
+scrape is encoded. A provider that raises is logged and counted, and the scrape goes on.
+
+Label cardinality is bounded: AT command names are sanitised and capped (`MAX_COMMANDS`), result and
+URC kinds come from small fixed vocabularies, forward names come from the configuration, connect_ids
+from the module's 0..11 range. Nothing here is thread-aware beyond what prometheus_client itself does;
+it is meant to be used from the daemon's one trio thread.
+
+Works with prometheus-client 0.16 (Debian 12) to 0.26.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import choose_encoder
+
+from .at.channel import Observer
+
+log = logging.getLogger("modemd.metrics")
+
+#: Supervisor states shown one-hot in modemd_supervisor_state (the values of
+#: modemd.supervisor.states.State; tests/test_metrics.py checks they agree). States not listed here
+#: are added the first time they are set, so a new supervisor state never breaks the exporter.
+SUPERVISOR_STATES: tuple[str, ...] = (
+    "starting",
+    "port_missing",
+    "powering_on",
+    "waiting_ready",
+    "init",
+    "sim",
+    "cs_registration",
+    "ps_registration",
+    "configuring",
+    "activating",
+    "serving",
+    "deactivating",
+    "recovering",
+    "backoff",
+    "rebooting",
+    "stopped",
+)
+
+#: Registration URC kinds to the `domain` label of modemd_registration_state.
+REGISTRATION_DOMAINS: dict[str, str] = {"CREG": "cs", "CGREG": "ps", "CEREG": "eps", "C5GREG": "5gs"}
+
+#: modemd_at_command_duration_seconds buckets: 1 ms (a local `AT`) up to 150 s (QIACT, QIOPEN).
+AT_DURATION_BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 60.0, 90.0, 150.0,
+)
+
+#: At most this many distinct AT command labels (modemctl lets operators send any command); the rest
+#: are counted under command="other".
+MAX_COMMANDS = 64
+
+DIRECTIONS = ("to_module", "from_module")
+
+_RESULT_KINDS = {
+    "OK": "ok",
+    "ERROR": "error",
+    "NO CARRIER": "no_carrier",
+    "SEND OK": "send_ok",
+    "SEND FAIL": "send_fail",
+    "CONNECT": "connect",
+    "NO ANSWER": "no_answer",
+    "BUSY": "busy",
+    "NO DIALTONE": "no_dialtone",
+}
+_COMMAND_RE = re.compile(r"^[A-Za-z0-9+&$#%^*!_]{1,32}$")
+_CAMEL_RE = re.compile(r"(?<!^)(?=[A-Z])")
+_LABEL_RE = re.compile(r"[^a-z0-9_]+")
+
+Provider = Callable[["Metrics"], object]
+
+
+def result_kind(final: str) -> str:
+    """The `result` label for a final result code: "OK" -> "ok", "+CME ERROR: 550" -> "cme_error"."""
+    final = final.strip()
+    if final in _RESULT_KINDS:
+        return _RESULT_KINDS[final]
+    if final.startswith("+CME ERROR"):
+        return "cme_error"
+    if final.startswith("+CMS ERROR"):
+        return "cms_error"
+    if final.startswith("CONNECT"):
+        return "connect"
+    return "other"
+
+
+def urc_kind(urc: object) -> str:
+    """The `type` label for a parsed URC: Recv -> "recv", PdpDeact -> "pdp_deact", OtherUrc -> "other"."""
+    name = type(urc).__name__
+    if name == "OtherUrc":
+        return "other"
+    if name == "str":  # an unparsed line, should a caller pass one
+        return "other"
+    return _CAMEL_RE.sub("_", name).lower()
+
+
+def label_value(text: object, *, limit: int = 64) -> str:
+    """A short, lower-case, [a-z0-9_] label value for free-form reasons and causes."""
+    value = _LABEL_RE.sub("_", str(text).strip().lower()).strip("_")
+    return value[:limit] or "unknown"
+
+
+def csq_to_dbm(csq: int | None) -> float | None:
+    """AT+CSQ <rssi> (0..31, 99 unknown) to dBm: 0 -> -113, 1 -> -111, 2..30 -> -109..-53, 31 -> -51."""
+    if csq is None or not 0 <= csq <= 31:
+        return None
+    return -113.0 + 2.0 * csq
+
+
+def _num(value: float | None) -> float:
+    return math.nan if value is None else float(value)
+
+
+class Metrics(Observer):
+    """Every modemd metric, in `self.registry`. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        states: Iterable[str] = SUPERVISOR_STATES,
+        registry: CollectorRegistry | None = None,
+        version: str | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._providers: list[Provider] = []
+        self._states: list[str] = []
+        self._commands: set[str] = set()
+        self._active: dict[str, int] = {}
+        self._synced: dict[tuple[int, tuple[str, ...]], float] = {}
+        r = self.registry
+
+        # -- daemon ------------------------------------------------------------------------------
+        self.build_info = Info("modemd_build", "modemd version.", registry=r)
+        self.start_time = Gauge(
+            "modemd_start_time_seconds", "Unix time the daemon started.", registry=r
+        )
+        self.provider_errors = Counter(
+            "modemd_metrics_provider_errors_total",
+            "Scrape-time metric providers that raised.",
+            registry=r,
+        )
+
+        # -- module ------------------------------------------------------------------------------
+        self.module_info = Info(
+            "modemd_module", "Module identity (model, firmware, IMEI) as read at boot.", registry=r
+        )
+        self.supervisor_state = Gauge(
+            "modemd_supervisor_state",
+            "Supervisor state machine, one-hot: 1 for the current state.",
+            ["state"],
+            registry=r,
+        )
+        self.registration_state = Gauge(
+            "modemd_registration_state",
+            "Network registration <stat> per domain (cs=CREG, ps=CGREG, eps=CEREG, 5gs=C5GREG): "
+            "0 not registered, 1 home, 2 searching, 3 denied, 4 unknown, 5 roaming.",
+            ["domain"],
+            registry=r,
+        )
+        self.signal_csq = Gauge(
+            "modemd_signal_csq", "AT+CSQ <rssi> (0..31, NaN when unknown/99).", registry=r
+        )
+        self.signal_rssi = Gauge(
+            "modemd_signal_rssi_dbm", "Received signal strength in dBm.", registry=r
+        )
+        self.signal_rsrp = Gauge(
+            "modemd_signal_rsrp_dbm", "LTE/NR reference signal received power in dBm.", registry=r
+        )
+        self.signal_rsrq = Gauge(
+            "modemd_signal_rsrq_db", "LTE/NR reference signal received quality in dB.", registry=r
+        )
+        self.signal_sinr = Gauge(
+            "modemd_signal_sinr_db", "Signal to interference plus noise ratio in dB.", registry=r
+        )
+        self.pdp_up = Gauge(
+            "modemd_pdp_up", "1 if the PDP context is active.", ["context_id"], registry=r
+        )
+        self.pdp_address = Info(
+            "modemd_pdp_address", "Address of an active PDP context.", ["context_id"], registry=r
+        )
+        self.last_at_response_age = Gauge(
+            "modemd_last_at_response_age_seconds",
+            "Seconds since the module last answered an AT command (+Inf: never).",
+            registry=r,
+        )
+
+        # -- AT channel --------------------------------------------------------------------------
+        self.at_duration = Histogram(
+            "modemd_at_command_duration_seconds",
+            "Time from writing an AT command to its final result.",
+            ["command"],
+            buckets=AT_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.at_timeouts = Counter(
+            "modemd_at_command_timeouts_total",
+            "AT commands that got no final result within their deadline.",
+            ["command"],
+            registry=r,
+        )
+        self.at_results = Counter(
+            "modemd_at_results_total",
+            "Final result codes by command and kind (ok, error, cme_error, send_ok, send_fail, ...).",
+            ["command", "result"],
+            registry=r,
+        )
+        self.at_urcs = Counter(
+            "modemd_at_urcs_total", "Unsolicited result codes by type.", ["type"], registry=r
+        )
+        self.at_unknown_lines = Counter(
+            "modemd_at_unknown_lines_total",
+            "Lines from the module that were neither a response nor a known URC.",
+            registry=r,
+        )
+        self.at_framing_resyncs = Counter(
+            "modemd_at_framing_resyncs_total",
+            "Times the AT framing state was reset (module reboot, lost sync).",
+            registry=r,
+        )
+        self.at_urcs_dropped = Counter(
+            "modemd_at_urcs_dropped_total",
+            "URCs dropped because a subscriber was not keeping up.",
+            registry=r,
+        )
+
+        # -- data path ---------------------------------------------------------------------------
+        self.forward_bytes = Counter(
+            "modemd_forward_bytes_total",
+            "Payload bytes moved per forward; direction is to_module or from_module.",
+            ["forward", "direction"],
+            registry=r,
+        )
+        self.connections_opened = Counter(
+            "modemd_connections_opened_total",
+            "Module sockets opened for a forward (QIOPEN succeeded or incoming accepted).",
+            ["forward"],
+            registry=r,
+        )
+        self.connections_closed = Counter(
+            "modemd_connections_closed_total",
+            "Opened connections that ended, by reason.",
+            ["forward", "reason"],
+            registry=r,
+        )
+        self.connections_failed = Counter(
+            "modemd_connections_failed_total",
+            "Connections that could not be opened, by Quectel result code or reason.",
+            ["forward", "code"],
+            registry=r,
+        )
+        self.connections_active = Gauge(
+            "modemd_connections_active", "Open connections per forward.", ["forward"], registry=r
+        )
+        self.connect_ids_in_use = Gauge(
+            "modemd_connect_ids_in_use", "Module connect_ids not free (open, closing, quarantined).",
+            registry=r,
+        )
+        self.connect_ids_available = Gauge(
+            "modemd_connect_ids_available", "Free module connect_ids.", registry=r
+        )
+        self.send_fails = Counter(
+            "modemd_send_fail_total", "AT+QISEND answered SEND FAIL (module buffer full).",
+            registry=r,
+        )
+        self.unacked_bytes = Gauge(
+            "modemd_unacked_bytes",
+            "Bytes sent on a module socket and not yet acknowledged by the peer.",
+            ["connect_id"],
+            registry=r,
+        )
+        self.reconcile_recoveries = Counter(
+            "modemd_reconcile_recoveries_total",
+            "Times the periodic AT+QISTATE reconcile found and fixed a socket state mismatch.",
+            registry=r,
+        )
+        self.queued_connections = Gauge(
+            "modemd_queued_connections", "Local connections waiting for a free connect_id.",
+            registry=r,
+        )
+
+        # -- recovery ----------------------------------------------------------------------------
+        self.pdp_activations = Counter(
+            "modemd_pdp_activations_total", "PDP context activations (AT+QIACT) that succeeded.",
+            ["context_id"],
+            registry=r,
+        )
+        self.reboots = Counter(
+            "modemd_reboots_total", "Module reboots by ladder step and cause.", ["step", "cause"],
+            registry=r,
+        )
+        self.next_reboot = Gauge(
+            "modemd_next_reboot_timestamp_seconds",
+            "Unix time of the next scheduled reboot (0: none scheduled).",
+            registry=r,
+        )
+        self.reboot_backoff_count = Gauge(
+            "modemd_consecutive_reboots",
+            "Consecutive reboots counted by the back-off schedule (resets after a healthy period).",
+            registry=r,
+        )
+        self.power_cycles = Counter(
+            "modemd_power_cycles_total", "Module power cycles (supply or PWRKEY).", registry=r
+        )
+
+        from . import __version__ as pkg_version  # late: keeps import order simple
+
+        self.build_info.info({"version": version or pkg_version})
+        self.start_time.set(time.time())
+        for state in states:
+            self._add_state(state)
+        self.set_supervisor_state(self._states[0] if self._states else "starting")
+        self.last_at_response_age.set(math.inf)
+        self.set_signal()
+        self.next_reboot.set(0)
+
+    # -- providers & exposition -------------------------------------------------------------------
+    def add_provider(self, provider: Provider) -> None:
+        """Call `provider(self)` before every scrape (to copy state in); exceptions are logged."""
+        self._providers.append(provider)
+
+    def remove_provider(self, provider: Provider) -> None:
+        self._providers.remove(provider)
+
+    def collect(self) -> None:
+        """Run every provider. `generate` calls this; call it yourself before reading values."""
+        for provider in list(self._providers):
+            try:
+                provider(self)
+            except Exception:
+                self.provider_errors.inc()
+                log.exception("metrics provider %r failed", provider)
+
+    def generate(self, accept: str = "") -> tuple[bytes, str]:
+        """Run the providers and encode the registry for an Accept header: (body, content_type)."""
+        self.collect()
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
+
+    def sync_counter(self, counter: Counter, total: float, *labels: str) -> None:
+        """Make `counter` (with `labels`) follow `total`, a cumulative count kept elsewhere.
+
+        For providers copying plain attributes in (`FlowStats.bytes_up`, `SocketStats.send_fail`):
+        the counter grows by the growth since the previous call; a smaller total (the source
+        object was replaced, e.g. after a restart of that layer) counts as growth from 0, which is
+        how Prometheus' rate() treats a counter reset. Do not mix with inc() on the same series.
+        """
+        key = (id(counter), labels)
+        last = self._synced.get(key, 0.0)
+        delta = total - last if total >= last else total
+        self._synced[key] = float(total)
+        child = counter.labels(*labels) if labels else counter
+        if delta > 0:
+            child.inc(delta)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """The current value of one sample (for tests and status output), or None."""
+        return self.registry.get_sample_value(name, labels or {})
+
+    # -- daemon-wide declarations -------------------------------------------------------------------
+    def declare_forwards(self, names: Iterable[str]) -> None:
+        """Create the per-forward series at 0, so rate()/increase() see the first event."""
+        for name in names:
+            for direction in DIRECTIONS:
+                self.forward_bytes.labels(name, direction)
+            self.connections_opened.labels(name)
+            self.set_connections_active(name, self._active.get(name, 0))
+
+    def declare_context(self, context_id: int) -> None:
+        """Create the PDP series at 0 for the configured context."""
+        self.pdp_up.labels(str(context_id)).set(0)
+        self.pdp_activations.labels(str(context_id))
+
+    # -- module ----------------------------------------------------------------------------------
+    def set_module_info(self, *, model: str = "", firmware: str = "", imei: str = "") -> None:
+        self.module_info.info({"model": model, "firmware": firmware, "imei": imei})
+
+    def _add_state(self, state: str) -> None:
+        if state not in self._states:
+            self._states.append(state)
+            self.supervisor_state.labels(state).set(0)
+
+    def set_supervisor_state(self, state: str) -> None:
+        """One-hot: the given state 1, every other known state 0 (unknown states are added)."""
+        state = str(getattr(state, "value", state))
+        self._add_state(state)
+        for known in self._states:
+            self.supervisor_state.labels(known).set(1 if known == state else 0)
+
+    def set_registration(self, domain: str, stat: int | None) -> None:
+        """`domain`: cs/ps/eps/5gs or a URC kind (CREG, CGREG, CEREG, C5GREG); stat None = unknown."""
+        domain = REGISTRATION_DOMAINS.get(domain.upper(), domain.lower())
+        self.registration_state.labels(domain).set(_num(stat))
+
+    def set_signal(
+        self,
+        csq: int | None = None,
+        rssi_dbm: float | None = None,
+        *,
+        rsrp_dbm: float | None = None,
+        rsrq_db: float | None = None,
+        sinr_db: float | None = None,
+    ) -> None:
+        """Signal quality; None (or CSQ 99) is shown as NaN. rssi_dbm defaults to the CSQ's dBm."""
+        if csq is not None and not 0 <= csq <= 31:
+            csq = None
+        if rssi_dbm is None:
+            rssi_dbm = csq_to_dbm(csq)
+        self.signal_csq.set(_num(csq))
+        self.signal_rssi.set(_num(rssi_dbm))
+        self.signal_rsrp.set(_num(rsrp_dbm))
+        self.signal_rsrq.set(_num(rsrq_db))
+        self.signal_sinr.set(_num(sinr_db))
+
+    def set_pdp(self, context_id: int, up: bool, address: str | None = None) -> None:
+        """PDP context state; the address series exists only while the context is up."""
+        cid = str(context_id)
+        self.pdp_up.labels(cid).set(1 if up else 0)
+        if up and address:
+            self.pdp_address.labels(cid).info({"address": address})
+        else:
+            try:
+                self.pdp_address.remove(cid)
+            except KeyError:
+                pass
+
+    def set_last_at_response_age(self, seconds: float | None) -> None:
+        """Seconds since the module's last final result; None = never (+Inf)."""
+        self.last_at_response_age.set(math.inf if seconds is None else max(0.0, float(seconds)))
+
+    # -- AT channel (Observer) --------------------------------------------------------------------
+    def _command(self, name: str) -> str:
+        name = name.strip().upper()
+        if not _COMMAND_RE.match(name):
+            return "other"
+        if name not in self._commands:
+            if len(self._commands) >= MAX_COMMANDS:
+                return "other"
+            self._commands.add(name)
+        return name
+
+    def command_done(self, name: str, seconds: float, final: str) -> None:
+        command = self._command(name)
+        self.at_duration.labels(command).observe(max(0.0, seconds))
+        self.at_results.labels(command, result_kind(final)).inc()
+
+    def command_timeout(self, name: str) -> None:
+        self.at_timeouts.labels(self._command(name)).inc()
+
+    def urc(self, urc: object) -> None:
+        self.at_urcs.labels(urc_kind(urc)).inc()
+        kind = getattr(urc, "kind", None)
+        if type(urc).__name__ == "Registration" and isinstance(kind, str):
+            stat = getattr(urc, "stat", None)
+            if stat is not None:
+                self.set_registration(kind, stat)
+
+    def unknown_line(self, text: str) -> None:
+        self.at_unknown_lines.inc()
+
+    def urc_dropped(self, urc: object) -> None:
+        self.at_urcs_dropped.inc()
+
+    def framing_resync(self) -> None:
+        self.at_framing_resyncs.inc()
+
+    # -- data path --------------------------------------------------------------------------------
+    def forwarded(self, forward: str, direction: str, nbytes: int) -> None:
+        """`nbytes` payload bytes moved; direction "to_module" or "from_module"."""
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction must be one of {DIRECTIONS}, not {direction!r}")
+        if nbytes > 0:
+            self.forward_bytes.labels(forward, direction).inc(nbytes)
+
+    def connection_opened(self, forward: str) -> None:
+        """A module socket opened for `forward`; also raises modemd_connections_active."""
+        self.connections_opened.labels(forward).inc()
+        self.set_connections_active(forward, self._active.get(forward, 0) + 1)
+
+    def connection_closed(self, forward: str, reason: str) -> None:
+        """An opened connection ended (reason: local_close, remote_close, pdp_deact, reboot, ...)."""
+        self.connections_closed.labels(forward, label_value(reason)).inc()
+        self.set_connections_active(forward, self._active.get(forward, 0) - 1)
+
+    def connection_failed(self, forward: str, code: int | str) -> None:
+        """Opening failed; `code` is the Quectel result code (565) or a short reason ("timeout")."""
+        code_label = str(code) if isinstance(code, int) else label_value(code)
+        self.connections_failed.labels(forward, code_label).inc()
+        self.connections_opened.labels(forward)  # at 0, so failure ratios can be computed
+
+    def set_connections_active(self, forward: str, count: int) -> None:
+        """Set the open-connection count (a provider may copy the socket manager's number in)."""
+        count = max(0, int(count))
+        self._active[forward] = count
+        self.connections_active.labels(forward).set(count)
+
+    def set_connect_ids(self, in_use: int, available: int) -> None:
+        self.connect_ids_in_use.set(in_use)
+        self.connect_ids_available.set(available)
+
+    def send_fail(self) -> None:
+        self.send_fails.inc()
+
+    def set_unacked(self, connect_id: int, nbytes: int | None) -> None:
+        """Unacknowledged bytes on a connect_id; None removes the series (socket closed)."""
+        if nbytes is None:
+            try:
+                self.unacked_bytes.remove(str(connect_id))
+            except KeyError:
+                pass
+        else:
+            self.unacked_bytes.labels(str(connect_id)).set(nbytes)
+
+    def reconcile_recovery(self) -> None:
+        self.reconcile_recoveries.inc()
+
+    def set_queued_connections(self, count: int) -> None:
+        self.queued_connections.set(count)
+
+    # -- recovery ---------------------------------------------------------------------------------
+    def pdp_activated(self, context_id: int) -> None:
+        self.pdp_activations.labels(str(context_id)).inc()
+
+    def reboot(self, step: str, cause: str) -> None:
+        """A reboot was performed; step is the ladder rung (cfun, qpowd, pwrkey, power_cycle, ...)."""
+        self.reboots.labels(label_value(step), label_value(cause)).inc()
+
+    def set_next_reboot(self, timestamp: float | None) -> None:
+        """Unix time of the next scheduled reboot; None = nothing scheduled (0)."""
+        self.next_reboot.set(0 if timestamp is None else timestamp)
+
+    def set_reboot_backoff(self, count: int) -> None:
+        self.reboot_backoff_count.set(count)
+
+    def power_cycle(self) -> None:
+        self.power_cycles.inc()
+
+    # -- introspection --------------------------------------------------------------------------
+    def metric_names(self) -> set[str]:
+        """Every sample name this registry can expose (for dashboards and rules to be checked)."""
+        suffixes = {
+            "counter": ("_total", "_created"),
+            "histogram": ("_bucket", "_sum", "_count", "_created"),
+            "summary": ("", "_sum", "_count", "_created"),
+            "info": ("_info",),
+        }
+        names: set[str] = set()
+        for family in self.registry.collect():
+            for suffix in suffixes.get(family.type, ("",)):
+                names.add(family.name + suffix)
+            names.update(sample.name for sample in family.samples)
+        return names

@@ -1,0 +1,474 @@
+"""Debian package, udev rule, sysusers/tmpfiles snippets, maintainer scripts.
+
+The quick checks run everywhere. The `nspawn` ones build the .deb (packaging/build-deb.sh) and
+install it into a container booted by systemd-nspawn: the container's root is an overlayfs whose
+lower layer is this machine's / and whose upper layer is a tmpfs, so dpkg and apt work as on a real
+Debian system and nothing on the host changes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ROOT = Path(__file__).resolve().parent.parent
+PKG = ROOT / "packaging"
+DEBIAN = PKG / "debian"
+UDEV_RULE = PKG / "udev" / "90-modemd.rules"
+SYSUSERS = PKG / "sysusers.d" / "modemd.conf"
+TMPFILES = PKG / "tmpfiles.d" / "modemd.conf"
+BUILD_DEB = PKG / "build-deb.sh"
+
+SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # pyenv's python3 must not shadow Debian's
+
+# The service part of the nspawn test needs `modemd --emulate` to serve (daemon.Daemon._serve).
+# Lead: set this to True once it does (or run now with MODEMD_NSPAWN_SERVICE=1).
+SERVICE_READY = False
+
+
+def pyproject_version() -> str:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+# -- udev ----------------------------------------------------------------------------------------------
+UDEV_KEYS = {
+    "ACTION", "SUBSYSTEM", "SUBSYSTEMS", "KERNEL", "KERNELS", "DRIVER", "DRIVERS", "ATTR", "ATTRS",
+    "ENV", "TAG", "SYMLINK", "GROUP", "OWNER", "MODE", "IMPORT", "GOTO", "LABEL", "RUN", "PROGRAM",
+    "TEST", "NAME", "OPTIONS",
+}
+UDEV_TOKEN = re.compile(r'\s*([A-Z]+)(\{[^}]*\})?\s*(==|!=|\+=|-=|:=|=)\s*"([^"]*)"\s*(,|$)')
+
+
+def udev_rules() -> list[list[tuple[str, str | None, str, str]]]:
+    """Parse the rule file (continuation lines joined); each rule is a list of (key, attr, op, value)."""
+    rules = []
+    text = UDEV_RULE.read_text().replace("\\\n", "")
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        pos, tokens = 0, []
+        while pos < len(line):
+            m = UDEV_TOKEN.match(line, pos)
+            assert m, f"90-modemd.rules:{lineno}: cannot parse at {line[pos:]!r}"
+            key, attr, op, value, _ = m.groups()
+            assert key in UDEV_KEYS, f"line {lineno}: unknown key {key}"
+            tokens.append((key, attr[1:-1] if attr else None, op, value))
+            pos = m.end()
+        rules.append(tokens)
+    return rules
+
+
+def test_udev_rule_syntax_and_labels():
+    rules = udev_rules()
+    labels = {v for r in rules for k, _, _, v in r if k == "LABEL"}
+    gotos = {v for r in rules for k, _, _, v in r if k == "GOTO"}
+    assert gotos <= labels, gotos - labels
+    for r in rules:
+        for key, _, op, _ in r:
+            if key in ("SYMLINK", "GROUP", "MODE", "LABEL", "GOTO"):
+                assert op in ("=", "+=", ":="), (key, op)
+
+
+def test_udev_rule_content():
+    rules = udev_rules()
+    flat = [(k, a, o, v) for r in rules for (k, a, o, v) in r]
+    assert ("ENV", "ID_VENDOR_ID", "!=", "2c7c") in flat
+    products = {}
+    for r in rules:
+        d = {(k, a): v for k, a, _, v in r}
+        if ("GOTO", None) in d and d[("GOTO", None)] == "modemd_at":
+            products[d[("ENV", "ID_MODEL_ID")]] = d[("ENV", "ID_USB_INTERFACE_NUM")]
+    assert products == {"0296": "02", "0125": "02", "0700": "02", "0900": "02"}
+    at_rule = next(r for r in rules if ("LABEL", None, "=", "modemd_at") in r)
+    at_action = rules[rules.index(at_rule) + 1]
+    assert ("SYMLINK", None, "+=", "modemd-at") in at_action
+    assert ("ENV", "ID_MM_DEVICE_IGNORE", "=", "1") in at_action
+    assert ("MODE", None, "=", "0660") in at_action and ("GROUP", None, "=", "dialout") in at_action
+    assert ("ENV", "ID_MM_DEVICE_IGNORE", "=", "1") in [t for r in rules for t in r
+                                                          if ("ENV", "ID_MODEL_ID", "==", "0296|0125|0700|0900") in r]
+    gpio = next(r for r in rules if ("SUBSYSTEM", None, "==", "gpio") in r)
+    assert ("GROUP", None, "=", "modemd") in gpio and ("MODE", None, "=", "0660") in gpio
+    text = UDEV_RULE.read_text()
+    assert "udevadm info" in text and "differen" in text  # how to find the interface is documented
+
+
+def test_udev_rule_matches_config_example():
+    cfg = tomllib.loads((ROOT / "config" / "modemd.toml").read_text())
+    assert cfg["modem"]["port"] == "/dev/modemd-at"
+
+
+# -- sysusers / tmpfiles ----------------------------------------------------------------------------
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers missing")
+def test_sysusers_and_tmpfiles_in_a_scratch_root(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (etc / "group").write_text("root:x:0:\ndialout:x:20:\n")
+    (etc / "shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (etc / "gshadow").write_text("root:*::\ndialout:*::\n")
+    res = subprocess.run(["systemd-sysusers", f"--root={tmp_path}", str(SYSUSERS)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    passwd = (etc / "passwd").read_text()
+    m = re.search(r"^modemd:x:(\d+):(\d+):modemd cellular module daemon:/nonexistent:(\S+)$", passwd, re.M)
+    assert m, passwd
+    uid, gid = int(m[1]), int(m[2])
+    assert uid < 1000 and m[3].endswith("nologin")
+    group = (etc / "group").read_text()
+    assert re.search(rf"^modemd:x:{gid}:", group, re.M)
+    assert re.search(r"^dialout:x:20:modemd$", group, re.M), group
+    if shutil.which("systemd-tmpfiles"):
+        res = subprocess.run(["systemd-tmpfiles", f"--root={tmp_path}", "--create", str(TMPFILES)],
+                             capture_output=True, text=True)
+        assert res.returncode == 0, res.stderr
+        st = (tmp_path / "run" / "modemd").stat()
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o750, uid, gid)
+
+
+def test_tmpfiles_matches_the_unit():
+    unit = (ROOT / "systemd" / "modemd.service").read_text()
+    assert "RuntimeDirectory=modemd" in unit and "RuntimeDirectoryMode=0750" in unit
+    line = [x for x in TMPFILES.read_text().splitlines() if x and not x.startswith("#")]
+    assert line == ["d /run/modemd 0750 modemd modemd -"]
+
+
+# -- debian/ --------------------------------------------------------------------------------------
+def test_changelog_version_matches_pyproject():
+    first = (DEBIAN / "changelog").read_text().splitlines()[0]
+    m = re.match(r"modemd \(([^)-]+)-(\d+)\) ", first)
+    assert m and m[1] == pyproject_version(), first
+
+
+def test_control_fields():
+    control = (DEBIAN / "control").read_text()
+    for dep in ("python3-trio (>= 0.22)", "python3-prometheus-client (>= 0.16)", "python3-serial",
+                "${python3:Depends}", "${misc:Depends}"):
+        assert dep in control
+    for bdep in ("debhelper-compat (= 13)", "dh-python", "pybuild-plugin-pyproject", "python3-all",
+                 "python3-setuptools"):
+        assert bdep in control
+    assert "Architecture: all" in control
+
+
+def test_maintainer_scripts():
+    for name in ("postinst", "prerm", "postrm", "rules"):
+        assert os.access(DEBIAN / name, os.X_OK), name
+    for name in ("postinst", "prerm", "postrm"):
+        text = (DEBIAN / name).read_text()
+        assert text.count("#DEBHELPER#") == 1, name  # also not in a comment: dh replaces every one
+        assert text.startswith("#!/bin/sh\n") and "set -e" in text
+        subprocess.run(["sh", "-n", str(DEBIAN / name)], check=True)
+    postinst = (DEBIAN / "postinst").read_text()
+    # the user exists and owns the config before the debhelper snippets start the service
+    assert postinst.index("systemd-sysusers") < postinst.index("chown root:modemd") < postinst.index("#DEBHELPER#")
+    subprocess.run(["sh", "-n", str(BUILD_DEB)], check=True)
+    assert os.access(BUILD_DEB, os.X_OK)
+    assert "PATH=/usr/sbin:/usr/bin:/sbin:/bin" in BUILD_DEB.read_text()
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck missing")
+def test_shellcheck():
+    files = [BUILD_DEB] + [DEBIAN / n for n in ("postinst", "prerm", "postrm")]
+    res = subprocess.run(["shellcheck", "-s", "sh", *map(str, files)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+def test_readme_explains_the_choice():
+    text = (PKG / "README.md").read_text()
+    assert "dh-python" in text and "python3-trio" in text and "build-deb.sh" in text
+
+
+# -- building the .deb ------------------------------------------------------------------------------
+def _build_prereqs() -> str | None:
+    if shutil.which("dpkg-buildpackage") is None:
+        return "dpkg-buildpackage missing"
+    if shutil.which("systemd-nspawn") is None:
+        return "systemd-nspawn missing (apt-get install systemd-container)"
+    res = subprocess.run(["dpkg-checkbuilddeps", str(DEBIAN / "control")], capture_output=True,
+                         text=True, env={**os.environ, "PATH": SYSTEM_PATH})
+    if res.returncode != 0:
+        return ("build dependencies missing (apt-get install -y --no-install-recommends dh-python "
+                f"debhelper pybuild-plugin-pyproject python3-all python3-setuptools): {res.stderr.strip()}")
+    return None
+
+
+@pytest.fixture(scope="session")
+def built_deb(tmp_path_factory) -> Path:
+    reason = _build_prereqs()
+    if reason:
+        pytest.skip(reason)
+    out = tmp_path_factory.mktemp("dist")
+    res = subprocess.run([str(BUILD_DEB), "--no-deps", "--outdir", str(out)], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    deb = Path(res.stdout.strip().splitlines()[-1])
+    assert deb.name == f"modemd_{pyproject_version()}-1_all.deb" and deb.exists()
+    return deb
+
+
+def deb_listing(deb: Path) -> dict[str, tuple[str, str]]:
+    """path -> (mode string, owner/group) from dpkg-deb -c."""
+    out = subprocess.run(["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True).stdout
+    files = {}
+    for line in out.splitlines():
+        parts = line.split(None, 5)
+        files[parts[5].split(" -> ")[0].removeprefix(".")] = (parts[0], parts[1])
+    return files
+
+
+@pytest.mark.nspawn
+def test_deb_contents(built_deb):
+    files = deb_listing(built_deb)
+    expected = {
+        "/usr/bin/modemd": "-rwxr-xr-x",
+        "/usr/bin/modemctl": "-rwxr-xr-x",
+        "/lib/systemd/system/modemd.service": "-rw-r--r--",
+        "/etc/modemd/": "drwxr-x---",
+        "/etc/modemd/modemd.toml": "-rw-r-----",
+        "/lib/udev/rules.d/90-modemd.rules": "-rw-r--r--",
+        "/usr/lib/sysusers.d/modemd.conf": "-rw-r--r--",
+        "/usr/lib/tmpfiles.d/modemd.conf": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/modemd/__init__.py": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/modemd/metrics.py": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/modemd/modemctl.py": "-rw-r--r--",
+        "/usr/lib/python3/dist-packages/modemd/at/channel.py": "-rw-r--r--",
+        "/usr/share/doc/modemd/examples/prometheus-alerts.yml": "-rw-r--r--",
+        "/usr/share/doc/modemd/examples/grafana-dashboard.json": "-rw-r--r--",
+    }
+    for path, mode in expected.items():
+        assert path in files, path
+        assert files[path][0] == mode, (path, files[path])
+    assert not [p for p in files if "__pycache__" in p or p.startswith("/usr/lib/python3/dist-packages/tests")]
+
+    def field(name: str) -> str:
+        return subprocess.run(["dpkg-deb", "-f", str(built_deb), name], capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    depends = field("Depends")
+    for dep in ("python3-trio (>= 0.22)", "python3-prometheus-client (>= 0.16)", "python3-serial",
+                "systemd"):
+        assert dep in depends
+    assert field("Architecture") == "all"
+
+    ctrl = built_deb.parent / "control"
+    subprocess.run(["dpkg-deb", "-e", str(built_deb), str(ctrl)], check=True)
+    assert (ctrl / "conffiles").read_text().split() == ["/etc/modemd/modemd.toml"]
+    postinst = (ctrl / "postinst").read_text()
+    assert "deb-systemd-helper enable 'modemd.service'" in postinst
+    assert "systemd-sysusers" in postinst and "systemd-tmpfiles" in postinst
+
+    data = built_deb.parent / "data"
+    subprocess.run(["dpkg-deb", "-x", str(built_deb), str(data)], check=True)
+    assert (data / "lib/systemd/system/modemd.service").read_bytes() == \
+        (ROOT / "systemd/modemd.service").read_bytes()
+    assert (data / "etc/modemd/modemd.toml").read_bytes() == (ROOT / "config/modemd.toml").read_bytes()
+    assert (data / "lib/udev/rules.d/90-modemd.rules").read_bytes() == UDEV_RULE.read_bytes()
+    shebang = (data / "usr/bin/modemctl").read_text().splitlines()[0]
+    assert shebang == "#!/usr/bin/python3"
+
+
+# -- installing it in a booted container ---------------------------------------------------------------
+def _run(*argv: str, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(argv), capture_output=True, text=True, **kw)
+
+
+@contextmanager
+def overlay_root(base: Path):
+    """This machine's / as the lower layer of an overlayfs on a private tmpfs: a writable copy."""
+    t, root = base / "t", base / "root"
+    t.mkdir()
+    root.mkdir()
+    res = _run("mount", "-t", "tmpfs", "-o", "size=2g,mode=0755", "tmpfs", str(t))
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {res.stderr.strip()}")
+    try:
+        (t / "u").mkdir()
+        (t / "w").mkdir()
+        res = _run("mount", "-t", "overlay", "overlay", "-o",
+                   f"lowerdir=/,upperdir={t / 'u'},workdir={t / 'w'}", str(root))
+        if res.returncode != 0:
+            pytest.skip(f"cannot mount an overlayfs over /: {res.stderr.strip()}")
+        try:
+            yield root
+        finally:
+            if _run("umount", str(root)).returncode != 0:
+                _run("umount", "-l", str(root))
+    finally:
+        if _run("umount", str(t)).returncode != 0:
+            _run("umount", "-l", str(t))
+
+
+# A unique machine name: nspawn keeps per-name state in /run/systemd/nspawn/propagate/<name>, and
+# the default name (the directory's, "root") would collide between concurrent test runs.
+NSPAWN = ["systemd-nspawn", "-q", "--register=no", "--keep-unit", f"--machine=modemd-test-{os.getpid()}"]
+
+EMULATE_DROPIN = """\
+# test only: run on the built-in emulator (a pty) instead of /dev/modemd-at
+[Service]
+ExecStart=
+ExecStart=/usr/bin/modemd --emulate --config /etc/modemd/modemd.toml
+DeviceAllow=/dev/ptmx rw
+DeviceAllow=char-pts rw
+"""
+
+CHECK_TARGET = """\
+[Unit]
+Description=modemd package check
+Requires=basic.target modemd-check.service
+After=basic.target modemd-check.service
+"""
+
+CHECK_SERVICE = """\
+[Unit]
+Description=Install the modemd package and look at it
+After=basic.target
+[Service]
+Type=oneshot
+ExecStart=/bin/sh /out/check.sh
+ExecStopPost=/bin/systemctl poweroff --no-block
+TimeoutStartSec=240
+"""
+
+CHECK_SCRIPT = r"""#!/bin/sh
+exec > /out/check.log 2>&1
+set -x
+r() { printf '%s=%s\n' "$1" "$2" >> /out/result.txt; }
+dpkg -i /deb/*.deb; r dpkg_rc $?
+r passwd "$(getent passwd modemd)"
+r groups "$(id -nG modemd)"
+r conf_stat "$(stat -c '%a %U:%G' /etc/modemd/modemd.toml)"
+r confdir_stat "$(stat -c '%a %U:%G' /etc/modemd)"
+r enabled "$(systemctl is-enabled modemd.service)"
+r unit_path "$(systemctl show -P FragmentPath modemd.service)"
+# wait for READY=1 (Type=notify), but not for a service that already failed and restarts
+i=0
+while [ $i -lt 60 ]; do
+    systemctl is-active -q modemd.service && break
+    [ "$(systemctl show -P NRestarts modemd.service)" != 0 ] && break
+    sleep 0.5; i=$((i+1))
+done
+sleep 2
+r active "$(systemctl is-active modemd.service)"
+systemctl show modemd.service -p ActiveState -p SubState -p StatusText -p NRestarts -p Result \
+    -p ExecMainStatus -p User | sed 's/^/show_/' >> /out/result.txt
+modemctl --json status > /out/status.json 2> /out/status.err; r modemctl_rc $?
+runuser -u nobody -- modemctl status > /out/nobody.txt 2>&1; r nobody_rc $?
+python3 -c 'import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:9523/metrics", timeout=5).read().decode())' \
+    > /out/metrics.txt 2>&1; r metrics_rc $?
+r rundir_stat "$(stat -c '%a %U:%G' /run/modemd)"
+journalctl -b --no-pager -u modemd.service > /out/journal.txt 2>&1
+# RuntimeDirectory= removes /run/modemd when the service stops; the tmpfiles.d snippet recreates it
+systemctl stop modemd.service
+r rundir_after_stop "$(stat -c '%a %U:%G' /run/modemd 2>&1)"
+systemd-tmpfiles --create modemd.conf
+r rundir_tmpfiles "$(stat -c '%a %U:%G' /run/modemd)"
+r done yes
+"""
+
+
+def _nspawn_prereqs() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (overlay mounts, systemd-nspawn)"
+    if shutil.which("systemd-nspawn") is None:
+        return "systemd-nspawn missing (apt-get install systemd-container)"
+    if not Path("/usr/bin/python3").exists():
+        return "no Debian python3"
+    return None
+
+
+@pytest.fixture(scope="session")
+def installed(built_deb, tmp_path_factory) -> dict:
+    """Boot a container, dpkg -i the package under a running systemd; return what check.sh saw."""
+    reason = _nspawn_prereqs()
+    if reason:
+        pytest.skip(reason)
+    base = tmp_path_factory.mktemp("nspawn")
+    debdir, out = base / "deb", base / "out"
+    debdir.mkdir()
+    out.mkdir()
+    shutil.copy(built_deb, debdir)
+    with overlay_root(base) as root:
+        # 1. the package's dependencies (Debian's python3-trio & co.), with the host's apt sources
+        depends = _run("dpkg-deb", "-f", str(built_deb), "Depends", check=True).stdout.strip()
+        res = _run(*NSPAWN, "-D", str(root), "--pipe", "-E", "DEBIAN_FRONTEND=noninteractive",
+                   "apt-get", "satisfy", "-y", "--no-install-recommends", depends, timeout=600)
+        if res.returncode != 0:
+            pytest.skip(f"cannot install the dependencies in the container (no apt mirror?): "
+                        f"{res.stdout[-500:]}{res.stderr[-500:]}")
+        # 2. the container: let maintainer scripts start services (the host's policy-rc.d says
+        #    no), run the service on the emulator, and boot into the check
+        (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
+        units = root / "etc/systemd/system"
+        (units / "modemd.service.d").mkdir(parents=True, exist_ok=True)
+        (units / "modemd.service.d" / "emulate.conf").write_text(EMULATE_DROPIN)
+        (units / "modemd-check.target").write_text(CHECK_TARGET)
+        (units / "modemd-check.service").write_text(CHECK_SERVICE)
+        (out / "check.sh").write_text(CHECK_SCRIPT)
+        res = _run(*NSPAWN, "-D", str(root), "--private-network", "--console=pipe",
+                   f"--bind-ro={debdir}:/deb", f"--bind={out}:/out",
+                   "--bind-ro=/dev/null:/etc/systemd/system/systemd-firstboot.service",
+                   "--boot", "systemd.unit=modemd-check.target", "systemd.firstboot=off",
+                   timeout=300)
+    results: dict[str, str] = {}
+    result_file = out / "result.txt"
+    assert result_file.exists(), f"the check never ran: {res.stdout[-2000:]} {res.stderr[-2000:]}"
+    for line in result_file.read_text().splitlines():
+        key, _, value = line.partition("=")
+        results[key] = value
+    results["_out"] = str(out)
+    assert results.get("done") == "yes", (out / "check.log").read_text()[-3000:]
+    return results
+
+
+def _files(results: dict, name: str) -> str:
+    path = Path(results["_out"]) / name
+    return path.read_text() if path.exists() else ""
+
+
+@pytest.mark.nspawn
+def test_deb_installs_in_a_booted_container(installed):
+    r = installed
+    assert r["dpkg_rc"] == "0", _files(r, "check.log")
+    assert re.match(r"modemd:x:\d+:\d+:modemd cellular module daemon:/nonexistent:/usr/sbin/nologin$",
+                    r["passwd"])
+    assert set(r["groups"].split()) == {"modemd", "dialout"}
+    assert r["conf_stat"] == "640 root:modemd"
+    assert r["confdir_stat"] == "750 root:modemd"
+    assert r["rundir_tmpfiles"] == "750 modemd:modemd"
+    assert r["enabled"] == "enabled"
+    assert r["unit_path"] == "/lib/systemd/system/modemd.service"
+
+
+@pytest.mark.nspawn
+@pytest.mark.skipif(not (SERVICE_READY or os.environ.get("MODEMD_NSPAWN_SERVICE") == "1"),
+                    reason="waits for `modemd --emulate` to serve: set SERVICE_READY in this file "
+                           "(or MODEMD_NSPAWN_SERVICE=1)")
+def test_service_comes_up_on_the_emulator(installed):
+    r = installed
+    journal = _files(r, "journal.txt")
+    assert r["active"] == "active", journal[-3000:]
+    assert r["rundir_stat"] == "750 modemd:modemd"
+    assert r["show_User"] == "modemd"
+    assert r["show_NRestarts"] == "0", journal[-3000:]
+    assert r["modemctl_rc"] == "0", _files(r, "status.err")
+    status = json.loads(_files(r, "status.json"))
+    assert status["state"]
+    # /run/modemd is 0750 modemd: other users get one clear line, no traceback
+    assert r["nobody_rc"] == "1"
+    assert _files(r, "nobody.txt").strip().startswith("modemctl: permission denied on /run/modemd/control.sock")
+    assert r["metrics_rc"] == "0"
+    metrics = _files(r, "metrics.txt")
+    assert "modemd_build_info" in metrics and "modemd_supervisor_state" in metrics
