@@ -10,6 +10,7 @@ command -v curl >/dev/null || need+=(curl)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v dh_python3 >/dev/null || need+=(dh-python debhelper pybuild-plugin-pyproject python3-all python3-setuptools)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   echo "installing system packages: ${need[*]}"

@@ -1,0 +1,638 @@
+"""The supervisor: owns the serial port and the module's life, forever, without threads.
+
+Structure (all trio tasks under `run`):
+
+    run ─┬─ link watchers (faults -> reboot, cycle requests -> PDP cycle), health loop
+         └─ per open port: session ─┬─ channel task (AtChannel.run + URC watcher), replaced on
+                                     │  every reboot / module reset so no stale command blocks it
+                                     └─ life: bring-up -> serving, guarded by a cancel scope that
+                                        any "trouble" (reboot rule, unsolicited RDY / POWERED DOWN,
+                                        port lost) cancels; then reset / back-off + ladder / reopen
+
+Metrics-friendly attributes: `state`, `state_since`, `schedule` (reboot count, next_reboot_time,
+reasons, history), `ladder_steps`, `ladder_failures`, `last_ladder`, `last_recovery_seconds`,
+`module_resets`, `health_checks`, `health_failures`, `cfun_cycles`, `pdp` (activations,
+deactivations, cycles, failures in a row), `troubles` (why each phase ended, by kind).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import sys
+import time
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from ..at.channel import AtChannel, AtCommandError, AtTimeout, ChannelClosed, Observer
+from ..at.commands import QuectelAt
+from ..at.urc import ModuleReady, PdpDeact, PoweredDown, SimState
+from ..link import ModemLink
+from ..profiles import Profile, UnknownModel, detect, get_profile
+from ..serial import SerialError, SerialPort
+from . import bringup
+from .backoff import RebootSchedule
+from .health import health_loop
+from .ladder import FAILED, PORT_LOST, Ladder
+from .pdp import PdpKeeper
+from .power import make_power_backend
+from .states import (
+    BOOTING_STATES,
+    TALKING_STATES,
+    RebootNeeded,
+    State,
+    Timings,
+    Trouble,
+    status_text,
+)
+
+if sys.version_info < (3, 11):  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
+
+log = logging.getLogger("modemd.supervisor")
+
+# Commands whose missed deadline is a reboot by the flowchart, whoever sent them.
+REBOOT_ON_TIMEOUT = frozenset({
+    "AT+QIACT", "AT+QIDEACT", "AT+QICLOSE", "AT+QISEND", "AT+QIRD", "AT+QISENDEX",
+})
+
+StaleReset = Callable[[QuectelAt], Awaitable[Any]]
+
+
+def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
+    """The first exception of `types` in `exc` or (nested) exception groups."""
+    if isinstance(exc, types):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _find(inner, types)
+            if found is not None:
+                return found
+    return None
+
+
+def _only_cancelled_besides(exc: BaseException, types: tuple[type[BaseException], ...]) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only_cancelled_besides(e, types) for e in exc.exceptions)
+    return isinstance(exc, (*types, trio.Cancelled))
+
+
+class _Watch(Observer):
+    """Chains the caller's observer; a missed deadline of a flowchart command asks for a reboot."""
+
+    def __init__(self, sup: Supervisor, inner: Observer | None) -> None:
+        self.sup = sup
+        self.inner = inner or Observer()
+
+    def command_done(self, name: str, seconds: float, final: str) -> None:
+        self.inner.command_done(name, seconds, final)
+
+    def command_timeout(self, name: str) -> None:
+        self.inner.command_timeout(name)
+        self.sup._command_timed_out(name)
+
+    def urc(self, urc) -> None:
+        self.inner.urc(urc)
+
+    def unknown_line(self, text: str) -> None:
+        self.inner.unknown_line(text)
+
+    def urc_dropped(self, urc) -> None:
+        self.inner.urc_dropped(urc)
+
+
+class Supervisor:
+    """Brings the module up, keeps the PDP context alive and recovers it by the manuals' rules.
+
+    cfg          a `modemd.config.Config` (uses modem, pdp, power, supervisor, listens)
+    link         the ModemLink shared with the socket layer
+    open_port    zero-argument callable returning an open port (default: SerialPort.open with
+                 modem.port / baudrate / rtscts / lock_dir); raises SerialError while it is missing
+    power        a power backend (default: make_power_backend(cfg.power))
+    reset_stale  `async (QuectelAt) -> None`, closes sockets left over from before (default:
+                 AT+QISTATE + AT+QICLOSE each)
+    timings      flowchart numbers and budgets (tests shorten nothing: they use MockClock)
+    rng          jitter source of the reboot back-off (tests: `lambda: 0.0`)
+    observer     AT channel observer to chain (metrics)
+    connections  callable giving the number of open connections, for the status line
+    """
+
+    def __init__(
+        self,
+        cfg: Any,
+        link: ModemLink,
+        *,
+        open_port: Callable[[], Any] | None = None,
+        power: Any = None,
+        reset_stale: StaleReset | None = None,
+        timings: Timings | None = None,
+        rng: Callable[[], float] = random.random,
+        observer: Observer | None = None,
+        connections: Callable[[], int] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.link = link
+        self.timings = timings or Timings()
+        self._open_port = open_port or self._open_configured_port
+        self._own_power = power is None
+        self.power = power if power is not None else make_power_backend(cfg.power)
+        self._reset_stale = reset_stale
+        self._observer = observer
+        self._connections = connections
+        sup_cfg = cfg.supervisor
+        self.schedule = RebootSchedule(
+            healthy_reset=sup_cfg.healthy_reset_seconds, jitter=sup_cfg.reboot_jitter, rng=rng
+        )
+        model = cfg.modem.model
+        self.profile: Profile = get_profile("bg96" if model == "auto" else model)
+        self.pdp = PdpKeeper(self)
+        # state
+        self.state = State.STARTING
+        self.state_detail = ""
+        self.state_since = -math.inf
+        self._deadline = math.inf
+        self.channel: AtChannel | None = None
+        self.at: QuectelAt | None = None  # type: ignore[assignment]
+        self.port_lost: BaseException | None = None
+        self._port: Any = None
+        self._nursery: trio.Nursery | None = None
+        self._channel_scope: trio.CancelScope | None = None
+        self._channel_done: trio.Event | None = None
+        self._guard: trio.CancelScope | None = None
+        self._trouble: Trouble | None = None
+        # module boot events (RDY / POWERED DOWN)
+        self.boots = 0
+        self.powered_downs = 0
+        self.module_up = False
+        self.boot_event = trio.Event()
+        self.powered_down_event = trio.Event()
+        self._last_rdy = -math.inf
+        # metrics
+        self.transitions: Counter[str] = Counter()
+        self.history: deque[tuple[float, str, str]] = deque(maxlen=256)  # (time, state, detail)
+        self._state_event = trio.Event()
+        self.troubles: Counter[str] = Counter()
+        self.ladder_steps: Counter[str] = Counter()
+        self.ladder_failures: Counter[str] = Counter()
+        self.last_ladder: list = []
+        self.last_recovery_seconds: float | None = None
+        self.module_resets = 0
+        self.health_checks = 0
+        self.health_failures = 0
+        self.cfun_cycles = 0
+        self.port_losses = 0
+
+    # -- public -------------------------------------------------------------------------------------
+    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Own the port and the module until cancelled."""
+        if self.power.name == "none":
+            log.info(
+                "power.backend = none: a hung module can only be reset by software "
+                "(AT+CFUN=1,1 / AT+QPOWD); wire power.backend for a real power cycle"
+            )
+        else:
+            log.info(
+                "power backend %s: supply control %s, PWRKEY %s", self.power.name,
+                "yes" if self.power.has_supply else "no", "yes" if self.power.has_pwrkey else "no",
+            )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._watch_faults)
+                nursery.start_soon(self._watch_cycles)
+                nursery.start_soon(health_loop, self)
+                task_status.started()
+                while True:
+                    port = await self._wait_for_port()
+                    try:
+                        await self._session(port)
+                    finally:
+                        self._close_port(port)
+        except BaseExceptionGroup as group:
+            fatal = _find(group, (UnknownModel,))
+            if fatal is not None:
+                raise fatal from None
+            raise
+        finally:
+            self.link.at = None
+            self.link.module_reset()
+            self.state = State.STOPPED
+            self.link.set_state(State.STOPPED.value, "stopped")
+            if self._own_power:
+                with trio.CancelScope(shield=True):
+                    await self.power.aclose()
+
+    def healthy(self) -> bool:
+        """For the systemd watchdog: the AT channel answers, or the current state is in budget.
+
+        Serving: an answer within health_interval + health_timeout (+ grace). Any other state has
+        a budget (SIM 20 s, QIACT 150 s, back-off until the due reboot ...): overrunning it by
+        `watchdog_grace` means the supervisor is wedged.
+        """
+        now = trio.current_time()
+        if self.state is State.SERVING:
+            if self.channel is None:
+                return False
+            modem = self.cfg.modem
+            limit = modem.health_interval + modem.health_timeout + self.timings.watchdog_grace
+            return self.channel.seconds_since_answer() <= limit
+        return now <= self._deadline
+
+    def status_text(self) -> str:
+        detail = self.state_detail
+        if self.state is State.SERVING:
+            parts = [", ".join(self.pdp.addresses) or "no address"]
+            if self._connections is not None:
+                n = self._connections()
+                parts.append(f"{n} connection{'' if n == 1 else 's'}")
+            detail = ", ".join(parts)
+        elif self.state is State.BACKOFF and self.schedule.next_reboot_time is not None:
+            left = self.schedule.seconds_until_reboot(trio.current_time()) or 0.0
+            detail = f"reboot {self.schedule.count + 1} in {_duration(left)}: {self.schedule.pending_reason}"
+        elif self.state is State.PORT_MISSING:
+            detail = self.cfg.modem.port or detail
+        return status_text(self.state, detail)
+
+    async def wait_for_state(self, *states: State) -> float:
+        """Wait until the supervisor enters one of `states` (now, if it is in one); its time."""
+        while self.state not in states:
+            await self._state_event.wait()
+        return trio.current_time()
+
+    @property
+    def next_reboot_unix(self) -> float:
+        """Wall-clock time of the next scheduled reboot, 0 when none is (for the metric)."""
+        due = self.schedule.next_reboot_time
+        if due is None:
+            return 0.0
+        return time.time() + max(0.0, due - trio.current_time())
+
+    def refresh_status(self) -> None:
+        self.link.status_text = self.status_text()
+
+    @property
+    def next_reboot_time(self) -> float | None:
+        return self.schedule.next_reboot_time
+
+    @property
+    def reboot_count(self) -> int:
+        return self.schedule.count
+
+    @property
+    def reboot_reasons(self) -> Counter[str]:
+        """Reboots since start by reason kind ("sim_not_ready", "qiact_timeout", ...)."""
+        return self.schedule.reasons
+
+    # -- used by the step modules ---------------------------------------------------------------------
+    def enter(
+        self, state: State, budget: float | None, detail: str = "", *, keep_deadline: bool = False
+    ) -> None:
+        """Switch state (logged), set its budget for healthy(), publish it on the link."""
+        now = trio.current_time()
+        if state is not self.state:
+            log.info("state %s -> %s%s", self.state, state, f" ({detail})" if detail else "")
+            if self.state is State.SERVING:
+                self.schedule.interrupted(now)
+            self.state = state
+            self.state_since = now
+            self.transitions[state.value] += 1
+            self.history.append((now, state.value, detail))
+            self._state_event.set()
+            self._state_event = trio.Event()
+        self.state_detail = detail
+        if not keep_deadline:
+            self._deadline = now + (math.inf if budget is None else budget) + self.timings.watchdog_grace
+        self.link.set_state(state.value, self.status_text())
+
+    def fire_reboot(self, reason: str) -> None:
+        self._fire(Trouble("reboot", reason))
+
+    async def identify(self) -> None:
+        """AT+CGMM (ATI as fallback): link.identity, and the profile when modem.model = auto."""
+        at = self.at
+        try:
+            identity = await at.identify()
+        except AtCommandError:
+            identity = {"model": await at.ati(), "firmware": "", "imei": ""}
+        self.link.identity = identity
+        model = self.cfg.modem.model
+        text = identity.get("model", "")
+        if model == "auto":
+            try:
+                profile = detect(text)
+            except UnknownModel:
+                profile = detect(await at.ati())
+        else:
+            profile = get_profile(model)
+            try:
+                seen = detect(text)
+            except UnknownModel:
+                seen = None
+            if seen is not None and seen is not profile:
+                log.warning(
+                    "modem.model = %s, but the module identifies as %r (profile %s)",
+                    model, text, seen.name,
+                )
+        if profile is not self.profile or self.at is None or self.at.profile is not profile:
+            log.info("module %r: using profile %s (%s)", text, profile.name, profile.title)
+            self.profile = profile
+            self._bind(self.channel)
+
+    async def reset_stale(self, at: QuectelAt) -> None:
+        if self._reset_stale is not None:
+            await self._reset_stale(at)
+        else:
+            await bringup.close_stale_sockets(at, self.pdp.context_id)
+
+    async def pwrkey_pulse(self) -> None:
+        await self.power.pwrkey_pulse()
+
+    # -- the port -------------------------------------------------------------------------------------
+    def _open_configured_port(self) -> SerialPort:
+        modem = self.cfg.modem
+        return SerialPort.open(
+            modem.port, modem.baudrate, rtscts=modem.rtscts, lock_dir=modem.lock_dir or None
+        )
+
+    async def _wait_for_port(self) -> Any:
+        """Open the port; while it is missing: port_missing, poll, and power-cycle if that helps."""
+        t = self.timings
+        hardware = self.power.has_supply or self.power.has_pwrkey
+        missing_since: float | None = None
+        last_error = ""
+        poll = t.port_poll
+        while True:
+            try:
+                port = self._open_port()
+            except SerialError as exc:
+                now = trio.current_time()
+                if str(exc) != last_error:
+                    log.warning("%s; waiting for it", exc)
+                    last_error = str(exc)
+                if missing_since is None:
+                    missing_since = now
+                    self.port_lost = self.port_lost or exc
+                    self.link.at = None
+                    budget = t.port_return_timeout if hardware else None
+                    self.enter(State.PORT_MISSING, budget, str(exc))
+                elif hardware and now - missing_since >= t.port_return_timeout:
+                    await self._recover(
+                        f"port_missing: {self.cfg.modem.port or 'the serial port'} gone for "
+                        f"{t.port_return_timeout:g} s"
+                    )
+                    missing_since = None
+                    poll = t.port_poll
+                    continue
+                await trio.sleep(poll)
+                poll = min(poll * 1.5, t.port_poll_max)  # USB re-enumeration: quick first looks
+                continue
+            if missing_since is not None:
+                log.info("serial port back after %.1f s", trio.current_time() - missing_since)
+            self.port_lost = None
+            return port
+
+    def _close_port(self, port: Any) -> None:
+        self.link.at = None
+        try:
+            port.close()
+        except Exception as exc:  # a vanished device may fail to close; it is gone anyway
+            log.debug("closing the port: %r", exc)
+
+    def _lose_port(self, exc: BaseException) -> None:
+        if self.port_lost is None:
+            self.port_losses += 1
+            log.warning("serial port lost: %s", exc)
+        self.port_lost = exc
+        self.link.at = None
+        for event in (self.boot_event, self.powered_down_event):  # wake the ladder's waits
+            event.set()
+        self.boot_event, self.powered_down_event = trio.Event(), trio.Event()
+        self._fire(Trouble("port_lost", str(exc)))
+
+    # -- the session (one open port) -----------------------------------------------------------------
+    async def _session(self, port: Any) -> None:
+        self._port = port
+        self.port_lost = None
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self._new_channel()
+                try:
+                    await self._life()
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._channel_scope = None
+            self._channel_done = None
+            self.link.module_reset()
+
+    def _bind(self, channel: AtChannel | None) -> None:
+        if channel is None:
+            return
+        self.at = QuectelAt(channel, self.profile)
+        self.link.profile = self.profile
+        if self.port_lost is None:
+            self.link.at = self.at
+
+    async def _new_channel(self) -> None:
+        """Stop the current AtChannel (every waiter gets ChannelClosed) and start a fresh one."""
+        if self._channel_scope is not None:
+            self._channel_scope.cancel()
+            assert self._channel_done is not None
+            await self._channel_done.wait()
+            self._channel_scope = self._channel_done = None
+        if self.port_lost is not None:
+            return
+        channel = AtChannel(self._port, observer=_Watch(self, self._observer))
+        urcs = channel.subscribe()
+        self.channel = channel
+        self._bind(channel)
+        assert self._nursery is not None
+        self._channel_scope, self._channel_done = await self._nursery.start(
+            self._channel_task, channel, urcs
+        )
+
+    async def _channel_task(self, channel: AtChannel, urcs, *, task_status) -> None:
+        done = trio.Event()
+        try:
+            with trio.CancelScope() as scope:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(channel.run)
+                        nursery.start_soon(self._watch_urcs, urcs)
+                        task_status.started((scope, done))
+                except BaseException as exc:
+                    port_errors = (SerialError, OSError, trio.BrokenResourceError, trio.ClosedResourceError)
+                    lost = _find(exc, port_errors)
+                    if lost is None or not _only_cancelled_besides(exc, port_errors):
+                        raise
+                    self._lose_port(lost)
+        finally:
+            done.set()
+
+    # -- troubles ---------------------------------------------------------------------------------------
+    def _fire(self, trouble: Trouble) -> None:
+        """End the current phase (bring-up or serving) because of `trouble`; first one wins."""
+        if self._guard is None:
+            log.debug("not acting on %s (%s) while %s", trouble.kind, trouble.reason, self.state)
+            return
+        if self._trouble is None:
+            self._trouble = trouble
+        self._guard.cancel()
+
+    def _command_timed_out(self, name: str) -> None:
+        if name in REBOOT_ON_TIMEOUT and self.state in TALKING_STATES:
+            seconds = self.profile.timeout(name)
+            self._fire(Trouble(
+                "reboot", f"{name[3:].lower()}_timeout: no answer to {name} in {seconds:g} s"
+            ))
+
+    async def _guarded(self, phase: Callable[[], Awaitable[None]]) -> Trouble:
+        self._trouble = None
+        with trio.CancelScope() as scope:
+            self._guard = scope
+            try:
+                await phase()
+                self._trouble = Trouble("reboot", "internal: phase ended")  # pragma: no cover
+            except RebootNeeded as exc:
+                self._trouble = self._trouble or Trouble("reboot", exc.reason)
+            except AtTimeout as exc:
+                name = exc.command.name
+                self._trouble = self._trouble or Trouble(
+                    "reboot",
+                    f"{name[3:].lower() or 'at'}_timeout: no answer to {name} in {exc.seconds:g} s",
+                )
+            except ChannelClosed as exc:
+                if self._trouble is None:
+                    kind = "port_lost" if self.port_lost is not None else "reset"
+                    self._trouble = Trouble(kind, f"AT channel closed: {exc}")
+            finally:
+                self._guard = None
+        trouble = self._trouble or Trouble("reboot", "internal: no reason")
+        self.troubles[trouble.kind] += 1
+        return trouble
+
+    # -- the life of the module on one port -----------------------------------------------------------------
+    async def _life(self) -> None:
+        while self.port_lost is None:
+            trouble = await self._guarded(self._bring_up_and_serve)
+            if self.port_lost is not None or trouble.kind == "port_lost":
+                return
+            self.link.module_reset()
+            if trouble.kind == "reset":
+                self.module_resets += 1
+                log.warning("%s: every socket is gone; initialising again", trouble.reason)
+                await self._new_channel()
+                continue
+            outcome = await self._recover(trouble.reason)
+            while outcome == FAILED:
+                outcome = await self._recover("reboot_failed: the module did not come back")
+            if outcome == PORT_LOST:
+                return
+
+    async def _bring_up_and_serve(self) -> None:
+        t = self.timings
+        await bringup.power_on(self)
+        if self.port_lost is not None:
+            return
+        await bringup.init(self)
+        await bringup.wait_sim(self)
+        if self.profile.cs_registration:
+            await bringup.wait_cs(self)
+        registered = await bringup.wait_ps(self, t.ps_timeout)
+        await bringup.configure(self)
+        if not registered:
+            # S5 §1.1: "configure the PDP context then switch the functionality level with AT+CFUN"
+            await bringup.cfun_cycle(self)
+            await bringup.wait_sim(self)
+            await bringup.wait_ps(self, t.ps_timeout)
+        await self.pdp.activate()
+        await self.pdp.serve()
+
+    async def _recover(self, reason: str) -> str:
+        """Back-off, then the reboot ladder. Returns READY / PORT_LOST / FAILED."""
+        started = trio.current_time()
+        self.link.module_reset()
+        due = self.schedule.request(started, reason)
+        log.warning("reboot needed: %s", reason)
+        if due > started:
+            self.enter(State.BACKOFF, due - started)
+            log.warning(
+                "reboot %d of a run: waiting %s first (manual note 3 back-off)",
+                self.schedule.count + 1, _duration(due - started),
+            )
+            await trio.sleep_until(due)
+        record = self.schedule.rebooted(trio.current_time())
+        self.enter(State.REBOOTING, 60.0, f"reboot {record.number}")
+        if self.port_lost is None and self._nursery is not None:
+            await self._new_channel()
+        ladder = Ladder(self)
+        outcome = await ladder.run()
+        self.last_ladder = ladder.steps
+        self.last_recovery_seconds = trio.current_time() - started
+        log.log(
+            logging.WARNING if outcome == FAILED else logging.INFO,
+            "reboot %d (%s): %s after %.1f s", record.number, reason, outcome,
+            self.last_recovery_seconds,
+        )
+        return outcome
+
+    # -- watchers -----------------------------------------------------------------------------------------
+    async def _watch_urcs(self, urcs) -> None:
+        async for urc in urcs:
+            if isinstance(urc, ModuleReady):
+                now = trio.current_time()
+                if urc.text != "RDY" and now - self._last_rdy < self.timings.app_rdy_window:
+                    continue  # "APP RDY" of the same boot
+                self._last_rdy = now
+                self.boots += 1
+                self.module_up = True
+                self.boot_event.set()
+                self.boot_event = trio.Event()
+                if self.state not in BOOTING_STATES:
+                    self._fire(Trouble("reset", f"module_reset: unsolicited {urc.text}"))
+            elif isinstance(urc, PoweredDown):
+                self.powered_downs += 1
+                self.module_up = False
+                self.powered_down_event.set()
+                self.powered_down_event = trio.Event()
+                if self.state not in BOOTING_STATES:
+                    self._fire(Trouble("reset", f"module_reset: unsolicited {urc.text}"))
+            elif isinstance(urc, PdpDeact):
+                if urc.context_id == self.pdp.context_id:
+                    log.warning('+QIURC: "pdpdeact",%d: the network dropped the context', urc.context_id)
+                    self.link.context_down(urc.context_id)
+                    self.pdp.request_cycle('pdpdeact: +QIURC: "pdpdeact"')
+            elif isinstance(urc, SimState) and urc.state != "READY" and self.state is State.SERVING:
+                log.warning("+CPIN: %s while serving", urc.state)
+
+    async def _watch_faults(self) -> None:
+        async for reason in self.link.faults:
+            if self.state in TALKING_STATES:
+                log.error("socket layer reports: %s", reason)
+                self.fire_reboot(f"fault: {reason}")
+            else:
+                log.info("socket-layer fault while %s (ignored): %s", self.state, reason)
+
+    async def _watch_cycles(self) -> None:
+        async for context_id in self.link.cycle_requests:
+            if context_id == self.pdp.context_id and self.state is State.SERVING:
+                self.pdp.request_cycle("open_failures: 5 consecutive failed AT+QIOPEN")
+            else:
+                log.info("PDP cycle request for context %s while %s (ignored)", context_id, self.state)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+__all__ = ["Supervisor"]
