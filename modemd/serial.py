@@ -26,6 +26,10 @@ class SerialError(Exception):
     """A port problem a user can fix; str() is one line that names the fix."""
 
 
+class SerialMissing(SerialError):
+    """The device node does not exist (yet): USB enumeration, or the module is powered off."""
+
+
 class SerialDisconnected(SerialError):
     """The device disappeared while open (USB re-enumeration, power cut)."""
 
@@ -108,7 +112,7 @@ class SerialPort:
 
         real = os.path.realpath(path)
         if not os.path.exists(real):
-            raise SerialError(
+            raise SerialMissing(
                 f"serial port {path} does not exist: check modem.port (is the module powered and "
                 "its USB driver loaded? ls /dev/ttyUSB* /dev/modemd-at)"
             )
@@ -206,5 +210,5 @@ def _explain(path: str, exc: Exception) -> SerialError:
     if err in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in text or "busy" in text.lower():
         return SerialError(f"serial port {path} is in use by another program: stop it first")
     if err == errno.ENOENT or "No such file" in text:
-        return SerialError(f"serial port {path} does not exist: check modem.port")
+        return SerialMissing(f"serial port {path} does not exist: check modem.port")
     return SerialError(f"cannot open serial port {path}: {text}")

@@ -33,7 +33,7 @@ from ..at.commands import QuectelAt
 from ..at.urc import ModuleReady, PdpDeact, PoweredDown, SimState
 from ..link import ModemLink
 from ..profiles import Profile, UnknownModel, detect, get_profile
-from ..serial import SerialError, SerialPort
+from ..serial import SerialError, SerialMissing, SerialPort
 from . import bringup
 from .backoff import RebootSchedule
 from .health import health_loop
@@ -164,6 +164,9 @@ class Supervisor:
         self._channel_done: trio.Event | None = None
         self._guard: trio.CancelScope | None = None
         self._trouble: Trouble | None = None
+        self._force_reboot = False
+        self._ever_opened = False
+        self._backoff_scope: trio.CancelScope | None = None
         # module boot events (RDY / POWERED DOWN)
         self.boots = 0
         self.powered_downs = 0
@@ -177,6 +180,7 @@ class Supervisor:
         self._state_event = trio.Event()
         self.troubles: Counter[str] = Counter()
         self.ladder_steps: Counter[str] = Counter()
+        self.reboots_by_step_cause: Counter[tuple[str, str]] = Counter()  # (last good step, cause)
         self.ladder_failures: Counter[str] = Counter()
         self.last_ladder: list = []
         self.last_recovery_seconds: float | None = None
@@ -307,7 +311,12 @@ class Supervisor:
             self._deadline = now + (math.inf if budget is None else budget) + self.timings.watchdog_grace
         self.link.set_state(state.value, self.status_text())
 
-    def fire_reboot(self, reason: str) -> None:
+    def fire_reboot(self, reason: str, *, force: bool = False) -> None:
+        """Reboot through the ladder; `force` (modemctl reboot --force) skips the back-off wait."""
+        if force:
+            self._force_reboot = True
+            if self._backoff_scope is not None:
+                self._backoff_scope.cancel()
         self._fire(Trouble("reboot", reason))
 
     async def identify(self) -> None:
@@ -368,6 +377,8 @@ class Supervisor:
             try:
                 port = self._open_port()
             except SerialError as exc:
+                if not self._ever_opened and not isinstance(exc, SerialMissing):
+                    raise  # busy / permission denied at start: the user must fix it, say so and stop
                 now = trio.current_time()
                 if str(exc) != last_error:
                     log.warning("%s; waiting for it", exc)
@@ -392,6 +403,7 @@ class Supervisor:
             if missing_since is not None:
                 log.info("serial port back after %.1f s", trio.current_time() - missing_since)
             self.port_lost = None
+            self._ever_opened = True
             return port
 
     def _close_port(self, port: Any) -> None:
@@ -559,13 +571,18 @@ class Supervisor:
         self.link.module_reset()
         due = self.schedule.request(started, reason)
         log.warning("reboot needed: %s", reason)
+        if self._force_reboot:
+            self._force_reboot = False
+            due = started
         if due > started:
             self.enter(State.BACKOFF, due - started)
             log.warning(
                 "reboot %d of a run: waiting %s first (manual note 3 back-off)",
                 self.schedule.count + 1, _duration(due - started),
             )
-            await trio.sleep_until(due)
+            with trio.CancelScope() as self._backoff_scope:
+                await trio.sleep_until(due)
+            self._backoff_scope = None
         record = self.schedule.rebooted(trio.current_time())
         self.enter(State.REBOOTING, 60.0, f"reboot {record.number}")
         if self.port_lost is None and self._nursery is not None:
@@ -574,6 +591,8 @@ class Supervisor:
         outcome = await ladder.run()
         self.last_ladder = ladder.steps
         self.last_recovery_seconds = trio.current_time() - started
+        effective = next((r.step for r in reversed(ladder.steps) if r.ok), "none")
+        self.reboots_by_step_cause[(effective, _cause(reason))] += 1
         log.log(
             logging.WARNING if outcome == FAILED else logging.INFO,
             "reboot %d (%s): %s after %.1f s", record.number, reason, outcome,
@@ -636,3 +655,8 @@ def _duration(seconds: float) -> str:
 
 
 __all__ = ["Supervisor"]
+
+
+def _cause(reason: str) -> str:
+    """The kind of a reboot reason ("qiact_timeout: ..." -> "qiact_timeout"), for metric labels."""
+    return reason.split(":", 1)[0].strip().replace(" ", "_")[:40] or "unknown"

@@ -1,0 +1,163 @@
+"""The control socket's commands (modemctl), implemented on the running daemon.
+
+Every AT exchange goes through the AT channel's queue like any other command; nothing here touches the
+port directly. Result shapes are the ones `modemctl` documents.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import trio
+
+from . import __version__
+from .at.channel import AtError
+from .at.commands import OpenFailed, UrcTimeout
+from .at.protocol import Command
+from .control import ControlError
+from .validate import check_hostname
+
+STATUS_QUERY_SECONDS = 3.0
+
+
+def handlers(daemon) -> dict[str, Any]:
+    """name -> async (args, peer) -> result, bound to `daemon`."""
+
+    async def status(args, peer):
+        return await status_of(daemon)
+
+    async def connections(args, peer):
+        rows = daemon.manager.connections()
+        for row in rows:
+            row["age_seconds"] = row.pop("age", None)
+        return rows
+
+    async def ping(args, peer):
+        at = _at(daemon)
+        host = _host(args)
+        count = int(args.get("count", 4))
+        replies, summary = await at.qping(daemon.cfg.pdp.context_id, host, count=max(1, min(count, 10)))
+        return {
+            "host": host,
+            "replies": [
+                {"address": r.address, "bytes": r.size, "time_ms": r.time_ms, "ttl": r.ttl}
+                for r in replies
+            ],
+            "summary": None if summary is None else {
+                "sent": summary.sent, "received": summary.received, "lost": summary.lost,
+                "min_ms": summary.min_ms, "max_ms": summary.max_ms, "avg_ms": summary.avg_ms,
+            },
+        }
+
+    async def resolve(args, peer):
+        at = _at(daemon)
+        host = _host(args)
+        try:
+            addresses = await at.qidnsgip(daemon.cfg.pdp.context_id, host)
+        except NotImplementedError as exc:
+            raise ControlError(str(exc)) from None
+        except (LookupError, UrcTimeout) as exc:
+            raise ControlError(f"{host}: {exc}") from None
+        return {"host": host, "addresses": addresses}
+
+    async def reconnect(args, peer):
+        daemon.supervisor.pdp.request_cycle("modemctl reconnect")
+        return {"requested": "pdp cycle"}
+
+    async def reboot(args, peer):
+        force = bool(args.get("force"))
+        daemon.supervisor.fire_reboot("modemctl reboot", force=force)
+        due = daemon.supervisor.next_reboot_unix
+        return {"requested": "reboot", "force": force, "next_reboot": due or None}
+
+    async def reload(args, peer):
+        errors = await daemon.reload()
+        if errors:
+            raise ControlError("; ".join(errors))
+        return {"reloaded": True, "units": daemon.proxy.units}
+
+    async def at_command(args, peer):
+        at = _at(daemon)
+        text = str(args.get("command", "")).strip()
+        if not text.upper().startswith("AT") or any(ord(c) < 0x20 or ord(c) > 0x7E for c in text):
+            raise ControlError("give one AT command line, e.g. modemctl at 'AT+CSQ'")
+        if text.upper().startswith(("AT+QISEND", "AT+QIRD")):
+            raise ControlError("data commands (QISEND/QIRD) would steal socket data; not allowed")
+        try:
+            resp = await at.channel.command(
+                Command(text, bare_lines=True, timeout=at.profile.timeout(text.split("=")[0])),
+                check=False,
+            )
+        except AtError as exc:
+            raise ControlError(str(exc)) from None
+        return {"lines": resp.lines, "final": resp.final}
+
+    return {
+        "status": status, "connections": connections, "ping": ping, "resolve": resolve,
+        "reconnect": reconnect, "reboot": reboot, "reload": reload, "at": at_command,
+    }
+
+
+def _at(daemon):
+    at = daemon.link.at
+    if at is None:
+        raise ControlError(f"the module is not ready ({daemon.link.status_text})")
+    return at
+
+
+def _host(args) -> str:
+    try:
+        return check_hostname(str(args.get("host", "")))
+    except ValueError as exc:
+        raise ControlError(str(exc)) from None
+
+
+async def status_of(daemon) -> dict[str, Any]:
+    link, sup, cfg = daemon.link, daemon.supervisor, daemon.cfg
+    ctx = link.context(cfg.pdp.context_id)
+    pool = daemon.manager.pool
+    result: dict[str, Any] = {
+        "state": link.state,
+        "status": link.status_text,
+        **link.identity,
+        "pdp": {
+            "context_id": cfg.pdp.context_id, "up": ctx.up,
+            "address": ", ".join(ctx.addresses) or None, "apn": cfg.pdp.apn,
+        },
+        "uptime_seconds": round(trio.current_time() - daemon.started, 1),
+        "connections": {
+            "active": len(daemon.manager.connections()),
+            "queued": pool.queued if pool else 0,
+            "connect_ids_in_use": pool.in_use if pool else 0,
+            "connect_ids_available": pool.available if pool else 0,
+        },
+        "reboots": sup.reboot_count,
+        "next_reboot": sup.next_reboot_unix or None,
+        "version": __version__,
+        "time": time.time(),
+    }
+    if link.at is not None and link.state == "serving":
+        with trio.move_on_after(STATUS_QUERY_SECONDS):
+            result.update(await _radio(link.at))
+    daemon.last_radio = {k: result[k] for k in ("signal", "operator") if k in result}
+    return result
+
+
+async def _radio(at) -> dict[str, Any]:
+    """Signal and operator, asked live (through the channel queue, short deadlines)."""
+    out: dict[str, Any] = {}
+    try:
+        rssi, ber = await at.csq()
+        out["signal"] = {"csq": rssi, "rssi_dbm": csq_to_dbm(rssi)}
+        out["operator"] = await at.operator()
+    except (AtError, ValueError, IndexError, OpenFailed):
+        pass
+    return out
+
+
+def csq_to_dbm(csq: int) -> int | None:
+    """27.007 <rssi>: 0 = -113 dBm ... 31 = -51 dBm, 99 = unknown."""
+    if 0 <= csq <= 31:
+        return -113 + 2 * csq
+    return None

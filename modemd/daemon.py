@@ -1,0 +1,302 @@
+"""The daemon: wires config, supervisor, socket layer, proxy, metrics, control and systemd together.
+
+Start-up order matters to systemd: READY=1 is sent once the config is loaded and every local listener is
+bound (the module may still be booting; clients then wait in the bounded queue or are refused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import signal
+import tempfile
+from pathlib import Path
+
+import trio
+
+from . import __version__, systemd
+from .config import Config, ConfigError, load_config, parse_config
+from .link import ModemLink
+from .logs import register_secret, setup_logging
+from .serial import SerialError
+
+log = logging.getLogger("modemd")
+
+SHUTDOWN_SECONDS = 15.0
+
+
+class UserError(Exception):
+    """Something the user can fix; printed as one line by the CLI."""
+
+
+def runtime_dir() -> Path:
+    """Where --emulate puts its sockets: /run/modemd as root, else a private temp dir."""
+    if os.geteuid() == 0:
+        return Path("/run/modemd")
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return Path(base) / f"modemd-{os.getuid()}"
+
+
+def emulate_defaults(run: Path) -> dict:
+    """The built-in demo config: SOCKS5, metrics and the control socket on loopback."""
+    return {
+        "modem": {"model": "auto", "lock_dir": str(run), "health_interval": 30.0},
+        "pdp": {"apn": "internet"},
+        "socks": {"listen": "tcp:127.0.0.1:1080"},
+        "metrics": {"listen": "127.0.0.1:9523"},
+        "control": {"socket": str(run / "control.sock")},
+    }
+
+
+def load(args) -> Config:
+    try:
+        if args.emulate and not args.config:
+            run = runtime_dir()
+            run.mkdir(parents=True, exist_ok=True)
+            return parse_config(emulate_defaults(run), emulate=True, source="built-in emulator config")
+        path = args.config or "/etc/modemd/modemd.toml"
+        return load_config(path, emulate=args.emulate)
+    except ConfigError as exc:
+        if len(exc.errors) == 1:
+            raise UserError(exc.errors[0]) from None
+        raise UserError(f"invalid configuration ({len(exc.errors)} errors):\n{exc}") from None
+
+
+def run_main(args) -> int:
+    cfg = load(args)
+    level = args.log_level or cfg.log.level
+    setup_logging(level)
+    for secret in (cfg.pdp.password, cfg.pdp.username):
+        register_secret(secret)
+    try:
+        trio.run(Daemon(cfg, args).run, strict_exception_groups=True)
+    except BaseException as exc:  # noqa: BLE001 - unwrap trio's groups to find a user error
+        leaf = _leaf(exc)
+        if isinstance(leaf, (SerialError, UserError, OSError)):
+            raise UserError(_one_line(leaf)) from None
+        raise
+    return 0
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups (3.10: the backport's)."""
+    while hasattr(exc, "exceptions") and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and not isinstance(exc, SerialError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return str(exc)
+
+
+class Daemon:
+    def __init__(self, cfg: Config, args) -> None:
+        self.cfg = cfg
+        self.args = args
+        self.link = ModemLink()
+        self.started = 0.0
+
+    async def run(self) -> None:
+        self.started = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            if self.args.emulate:
+                self.cfg = await self._start_emulator(nursery)
+            await self._serve(nursery)
+
+    async def _start_emulator(self, nursery: trio.Nursery) -> Config:
+        from .emulator import Emulator, EmulatorConfig
+
+        family = self.args.emulate_profile or (
+            self.cfg.modem.model if self.cfg.modem.model != "auto" else "bg96"
+        )
+        emu_cfg = EmulatorConfig(family=family, baud=self.args.emulate_baud)
+        self.emulator = await nursery.start(_run_emulator, Emulator, emu_cfg)
+        modem = dataclasses.replace(self.cfg.modem, port=self.emulator.tty_path)
+        print(f"emulator: {family} module on {self.emulator.tty_path}", flush=True)
+        return dataclasses.replace(self.cfg, modem=modem)
+
+    async def _serve(self, nursery: trio.Nursery) -> None:
+        from .metrics import Metrics
+        from .proxy.proxy import Proxy
+        from .sockets.manager import SocketManager
+        from .supervisor.supervisor import Supervisor
+
+        cfg = self.cfg
+        self.metrics = metrics = Metrics()
+        self.manager = manager = SocketManager(self.link, cfg.proxy, cfg.supervisor)
+        self.supervisor = supervisor = Supervisor(
+            cfg, self.link,
+            power=self._emulator_power(),
+            reset_stale=manager.reset_stale,
+            observer=metrics,
+            connections=lambda: len(manager.connections()),
+        )
+        self.proxy = proxy = Proxy(cfg, manager)
+        metrics.add_provider(self._provide_metrics)
+        metrics.declare_forwards([f.name for f in cfg.forwards] + [x.name for x in cfg.listens])
+        metrics.declare_context(cfg.pdp.context_id)
+        await nursery.start(manager.run)
+        await nursery.start(proxy.run)
+        await self._start_metrics(nursery)
+        await self._start_control(nursery)
+        nursery.start_soon(self._supervise, supervisor)
+        systemd.ready(self.link.status_text)
+        self._announce()
+        nursery.start_soon(systemd.watchdog_task, supervisor.healthy)
+        nursery.start_soon(self._status_loop)
+        nursery.start_soon(self._signals, nursery)
+
+    async def _supervise(self, supervisor) -> None:
+        """The supervisor; a module this config cannot use ends the daemon with one clear line."""
+        from .profiles import UnknownModel
+        from .proxy.proxy import ProxyConfigError
+
+        try:
+            await supervisor.run()
+        except (UnknownModel, ProxyConfigError, SerialError) as exc:
+            raise UserError(str(exc)) from None
+
+    def _emulator_power(self):
+        """--emulate without a power backend: switch the emulator itself off and on."""
+        if not self.args.emulate or self.cfg.power.backend != "none":
+            return None
+        return EmulatorPower(self.emulator)
+
+    async def _start_metrics(self, nursery: trio.Nursery) -> None:
+        from .metrics_http import serve_metrics
+
+        listen = self.cfg.metrics.listen
+        if listen is None:
+            return
+        try:
+            await nursery.start(serve_metrics, self.metrics, listen.host, listen.port)
+        except OSError as exc:
+            raise UserError(
+                f"cannot listen for metrics on {listen.host}:{listen.port}: {exc.strerror}; "
+                "change metrics.listen or stop the program using it"
+            ) from None
+
+    async def _start_control(self, nursery: trio.Nursery) -> None:
+        from .control import ControlError, ControlServer
+        from .control_handlers import handlers
+
+        ctl = self.cfg.control
+        if not ctl.socket:
+            return
+        server = ControlServer(ctl.socket, ctl.mode, ctl.gid, handlers(self))
+        try:
+            await nursery.start(server.run)
+        except ControlError as exc:
+            raise UserError(str(exc)) from None
+
+    def _announce(self) -> None:
+        """Print where the sockets are (the README's first command relies on it)."""
+        cfg = self.cfg
+        lines = [f"modemd {__version__}: listening"]
+        for fwd in cfg.forwards:
+            lines.append(f"  forward {fwd.name}: {fwd.listen} -> {fwd.remote} (via the module)")
+        for lst in cfg.listens:
+            lines.append(f"  listen {lst.name}: module port {lst.module_port} -> {lst.target}")
+        if cfg.socks is not None:
+            lines.append(f"  socks5: {cfg.socks.listen}")
+        if cfg.metrics.listen is not None:
+            lines.append(f"  metrics: http://{_hostport(cfg.metrics.listen)}/metrics")
+        if cfg.control.socket:
+            lines.append(f"  control: {cfg.control.socket} (modemctl --socket {cfg.control.socket} status)")
+        print("\n".join(lines), flush=True)
+
+    async def _status_loop(self) -> None:
+        """systemd STATUS= follows the supervisor's human-readable status line."""
+        last = None
+        while True:
+            text = self.link.status_text
+            if text != last:
+                systemd.status(text)
+                last = text
+            await trio.sleep(1.0)
+
+    async def _signals(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+            async for signum in signals:
+                if signum == signal.SIGHUP:
+                    await self.reload()
+                    continue
+                log.info("%s: shutting down", signal.Signals(signum).name)
+                systemd.stopping()
+                await self.shutdown()
+                nursery.cancel_scope.cancel()
+                return
+
+    async def shutdown(self) -> None:
+        """Stop accepting, close every module socket with QICLOSE, within SHUTDOWN_SECONDS."""
+        with trio.move_on_after(SHUTDOWN_SECONDS) as scope:
+            await self.proxy.stop()
+            for msock in list(self.manager.dispatcher.sockets.values()):
+                await self.manager.close_socket(msock)
+        if scope.cancelled_caught:
+            log.warning("shutdown took longer than %g s; exiting anyway", SHUTDOWN_SECONDS)
+
+    async def reload(self) -> list[str]:
+        """SIGHUP / modemctl reload: re-read the config; unchanged forwards keep their connections."""
+        if not self.args.config:
+            return ["no configuration file to reload (running on the built-in config)"]
+        systemd.reloading("reloading configuration")
+        try:
+            new = load_config(self.args.config, emulate=self.args.emulate)
+        except ConfigError as exc:
+            log.error("reload refused, configuration invalid:\n%s", exc)
+            systemd.ready(self.link.status_text)
+            return list(exc.errors)
+        new = dataclasses.replace(new, modem=self.cfg.modem)
+        errors = await self.proxy.reload(new)
+        self.cfg = new
+        systemd.ready(self.link.status_text)
+        return errors
+
+    def _provide_metrics(self, m) -> None:
+        from .metrics_provider import provide
+
+        provide(self, m)
+
+
+class EmulatorPower:
+    """A power backend that switches the in-process emulator (used by --emulate)."""
+
+    name = "emulator"
+    has_supply = True
+    has_pwrkey = True
+    pwrkey_seconds = 2.0
+    supply_off_seconds = 12.0
+
+    def __init__(self, emulator) -> None:
+        self.emulator = emulator
+
+    async def supply_off(self) -> None:
+        await self.emulator.power_off()
+
+    async def supply_on(self) -> None:
+        await self.emulator.power_on()
+
+    async def pwrkey_pulse(self, seconds: float | None = None) -> None:
+        await trio.sleep(self.pwrkey_seconds if seconds is None else seconds)
+        await self.emulator.pwrkey()
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _hostport(ep) -> str:
+    return f"[{ep.host}]:{ep.port}" if ":" in (ep.host or "") else f"{ep.host}:{ep.port}"
+
+
+async def _run_emulator(emulator_cls, emu_cfg, *, task_status=trio.TASK_STATUS_IGNORED):
+    async with emulator_cls.open(emu_cfg) as emu:
+        task_status.started(emu)
+        await trio.sleep_forever()
+
+
+__all__ = ["Daemon", "EmulatorPower", "UserError", "run_main"]

@@ -1,0 +1,75 @@
+"""Copies the daemon's state into the metrics registry at every scrape.
+
+Layers keep plain counters and attributes (they know nothing of Prometheus); this is the one place
+that maps them onto metric names, so a scrape always shows the current state without any layer
+pushing updates.
+"""
+
+from __future__ import annotations
+
+import trio
+
+
+def provide(daemon, m) -> None:
+    _module(daemon, m)
+    _data_path(daemon, m)
+    _recovery(daemon, m)
+
+
+def _module(daemon, m) -> None:
+    link, sup = daemon.link, daemon.supervisor
+    m.set_supervisor_state(link.state)
+    if link.identity:
+        m.set_module_info(**{k: link.identity.get(k, "") for k in ("model", "firmware", "imei")})
+    for context_id in {daemon.cfg.pdp.context_id}:
+        ctx = link.context(context_id)
+        m.set_pdp(context_id, ctx.up, ", ".join(ctx.addresses) or None)
+    channel = sup.channel
+    if channel is not None:
+        age = channel.seconds_since_answer()
+        m.set_last_at_response_age(age if age != float("inf") else None)
+        m.sync_counter(m.at_framing_resyncs, channel.protocol.counters["resyncs"])
+    radio = getattr(daemon, "last_radio", {}).get("signal")
+    if radio:
+        m.set_signal(radio.get("csq"), radio.get("rssi_dbm"))
+
+
+def _data_path(daemon, m) -> None:
+    manager, proxy = daemon.manager, daemon.proxy
+    stats = manager.stats
+    pool = manager.pool
+    if pool is not None:
+        m.set_connect_ids(pool.in_use, pool.available)
+        m.set_queued_connections(pool.queued)
+    m.sync_counter(m.send_fails, stats.send_fail)
+    m.sync_counter(m.reconcile_recoveries, stats.reconcile_recoveries)
+    for flow in proxy.flows.values():
+        m.sync_counter(m.forward_bytes, flow.bytes_up, flow.name, "to_module")
+        m.sync_counter(m.forward_bytes, flow.bytes_down, flow.name, "from_module")
+        m.sync_counter(m.connections_opened, flow.opened, flow.name)
+        m.set_connections_active(flow.name, flow.active)
+        for reason, n in flow.refused.items():
+            m.sync_counter(m.connections_failed, n, flow.name, str(reason))
+        for reason, n in flow.resets.items():
+            m.sync_counter(m.connections_closed, n, flow.name, f"reset_{reason}")
+        clean = flow.closed - sum(flow.resets.values())
+        m.sync_counter(m.connections_closed, max(clean, 0), flow.name, "closed")
+    now = trio.current_time()
+    unacked = {}
+    for row in manager.connections():
+        if row.get("unacked") is not None:
+            unacked[row["connect_id"]] = row["unacked"]
+    for connect_id in range(0, 12):
+        m.set_unacked(connect_id, unacked.get(connect_id))
+    del now
+
+
+def _recovery(daemon, m) -> None:
+    sup = daemon.supervisor
+    for (step, cause), n in sup.reboots_by_step_cause.items():
+        m.sync_counter(m.reboots, n, step, cause)
+    m.sync_counter(m.pdp_activations, getattr(sup.pdp, "activations", 0), str(daemon.cfg.pdp.context_id))
+    m.set_next_reboot(sup.next_reboot_unix or None)
+    m.set_reboot_backoff(sup.reboot_count)
+    cycles = sum(n for step, n in sup.ladder_steps.items() if step in ("supply_cut", "pwrkey"))
+    m.sync_counter(m.power_cycles, cycles)
