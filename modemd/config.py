@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from modemd.validate import check_apn, check_credential, check_hostname
+from modemd.validate import CREDENTIAL_MAX, check_apn, check_credential, check_hostname
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -591,7 +591,11 @@ class _Table:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.err(k, f"must be a number, {self._got(k, value)}")
             return default
-        value = float(value)
+        try:
+            value = float(value)
+        except OverflowError:  # a TOML integer beyond the float range
+            self.err(k, f"{_range_text(lo, hi)}, got {_show(value)}")
+            return default
         if not math.isfinite(value):
             self.err(k, f"must be a finite number, got {value}")
             return default
@@ -663,7 +667,7 @@ class _Table:
             if name.isdigit():
                 return name, grp.getgrgid(int(name)).gr_gid
             return name, grp.getgrnam(name).gr_gid
-        except (KeyError, OverflowError):
+        except (KeyError, OverflowError, ValueError):  # ValueError: "²".isdigit(), NUL bytes
             self.err(k, f"group {_show(name)} does not exist on this system")
             return "", None
 
@@ -792,8 +796,12 @@ def _pdp(errors: list[str], data: Any, base_dir: Path) -> PdpConfig:
 
 
 def _read_password(t: _Table, path: Path) -> str:
+    if "\0" in str(path):
+        t.err("password_file", "the path contains a NUL byte")
+        return ""
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as f:  # bounded: password_file = "/dev/zero" must not eat memory
+            raw = f.read(CREDENTIAL_MAX + 3)
     except FileNotFoundError:
         t.err("password_file", f"cannot read {str(path)!r}: no such file")
         return ""
@@ -1203,6 +1211,8 @@ def _loads(text: str | bytes, source: str) -> dict[str, Any]:
             f"{source}: invalid TOML: {exc}; fix the file at that line and column "
             "(see config/modemd.toml for the expected layout)"
         ) from None
+    except RecursionError:  # tomllib recurses once per nested array / inline table
+        raise ConfigError(f"{source}: invalid TOML: arrays or inline tables nested too deeply") from None
 
 
 def parse_config(

@@ -73,10 +73,24 @@ def run_main(args) -> int:
         trio.run(Daemon(cfg, args).run, strict_exception_groups=True)
     except BaseException as exc:  # noqa: BLE001 - unwrap trio's groups to find a user error
         leaf = _leaf(exc)
-        if isinstance(leaf, (SerialError, UserError, OSError)):
+        if isinstance(leaf, _user_error_types()):
             raise UserError(_one_line(leaf)) from None
         raise
     return 0
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the user must change something" (each says what, in one line)."""
+    from .control import ControlError
+    from .profiles import UnknownModel
+    from .proxy.endpoints import EndpointError
+    from .proxy.proxy import ProxyConfigError
+    from .supervisor.power import PowerError
+
+    return (
+        SerialError, UserError, OSError, ControlError, UnknownModel, EndpointError,
+        ProxyConfigError, PowerError,
+    )
 
 
 def _leaf(exc: BaseException) -> BaseException:

@@ -66,7 +66,8 @@ class ModemLink:
         """The context is gone: wake everyone holding a socket in it."""
         ctx = self.context(context_id)
         ctx.up, ctx.addresses = False, ()
-        ctx.up_event = trio.Event()
+        if ctx.up_event.is_set():  # keep an unset event: wait_serving() callers are parked on it
+            ctx.up_event = trio.Event()
         ctx.lost_event.set()
 
     def module_reset(self) -> None:

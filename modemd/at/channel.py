@@ -19,7 +19,16 @@ from typing import Protocol
 
 import trio
 
-from .protocol import AtProtocol, Command, Done, PromptWanted, Response, Unknown, UrcEvent
+from .protocol import (
+    AtProtocol,
+    Command,
+    Done,
+    PromptWanted,
+    ProtocolError,
+    Response,
+    Unknown,
+    UrcEvent,
+)
 from .urc import Urc, parse_urc
 
 log = logging.getLogger("modemd.at")
@@ -204,7 +213,12 @@ class AtChannel:
         command = request.command
         self._drain_inbox()
         started = trio.current_time()
-        await self.transport.send_all(self.protocol.send(command))
+        try:
+            line = self.protocol.send(command)
+        except ProtocolError as exc:  # a malformed command line fails its caller, not the channel
+            request.finish(error=exc)
+            return
+        await self.transport.send_all(line)
         self.commands_sent += 1
         with trio.move_on_after(command.timeout):
             async for event in self._inbox_out:

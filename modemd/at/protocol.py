@@ -23,6 +23,10 @@ OK_FINALS = frozenset({"OK"})
 ERROR_FINALS = frozenset({"ERROR", "NO CARRIER"})
 ERROR_PREFIXES = ("+CME ERROR:", "+CMS ERROR:")
 SEND_FINALS = frozenset({"SEND OK", "SEND FAIL"})
+#: the longest payload a line may announce. The modules send at most 1500 bytes per QIRD answer or
+#: direct-push URC; a larger length is line noise (a flipped digit), and waiting for it would swallow
+#: every following line and buffer without bound. 4096 leaves room for families not profiled yet.
+MAX_PAYLOAD = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +117,9 @@ class ProtocolError(Exception):
 class AtProtocol:
     """Classifies lines against the command in flight; owns the framer."""
 
-    def __init__(self, max_line: int = 4096) -> None:
+    def __init__(self, max_line: int = 4096, max_payload: int | None = None) -> None:
         self.framer = Framer(max_line)
+        self.max_payload = MAX_PAYLOAD if max_payload is None else max_payload
         self.in_flight: Command | None = None
         self._response: Response | None = None
         self._got_ok = False
@@ -216,11 +221,13 @@ class AtProtocol:
         self.counters["unknown_lines"] += 1
         return Unknown(text)
 
-    def _info(self, cmd: Command, text: str) -> None:
+    def _info(self, cmd: Command, text: str) -> Unknown | None:
         assert self._response is not None
         self._response.lines.append(text)
         if cmd.payload:
             size = _first_int(text)
+            if size and size > self.max_payload:
+                return self._bad_length(text)
             if size:
                 self.framer.expect_payload(size)
         return None
@@ -228,10 +235,18 @@ class AtProtocol:
     def _urc(self, text: str) -> ProtocolEvent | None:
         size = recv_push_length(text)
         if size and recv_connect_id(text) in self._push_ids:
+            if size > self.max_payload:
+                return self._bad_length(text)
             self._urc_payload = text
             self.framer.expect_payload(size)
             return None
         return UrcEvent(text)
+
+    def _bad_length(self, text: str) -> Unknown:
+        """A payload length beyond max_payload: report the line, never wait for the bytes."""
+        self.counters["bad_payload_lengths"] += 1
+        self.counters["unknown_lines"] += 1
+        return Unknown(text)
 
     def _final(self, cmd: Command, text: str) -> Done | object | None:
         """Done for a final result, _CONSUMED for the first OK of a two-stage command."""
@@ -264,4 +279,4 @@ _CONSUMED = object()
 def _first_int(text: str) -> int | None:
     body = text.split(":", 1)[1] if ":" in text else text
     head = body.split(",", 1)[0].strip()
-    return int(head) if head.isdigit() else None
+    return int(head) if head.isascii() and head.isdigit() else None

@@ -1,0 +1,45 @@
+"""Why a module socket could not be opened or stopped working, as values the proxy can map.
+
+Every error carries a canonical `reason` name (the profile's error_name() of a module result code, or
+one of the layer's own names below) so the SOCKS5 reply code and the metrics label come from one place.
+"""
+
+from __future__ import annotations
+
+# The socket layer's own reasons (not module result codes).
+NOT_SERVING = "not_serving"        # the PDP context is down or the module is not ready
+OPEN_TIMEOUT = "open_timeout"      # no +QIOPEN URC within profile.open_timeout()
+QUEUE_FULL = "queue_full"          # every connect_id busy and proxy.queue_limit waiters queued
+QUEUE_TIMEOUT = "queue_timeout"    # waited proxy.queue_timeout for a connect_id
+COMMAND_TIMEOUT = "command_timeout"  # an AT command passed its deadline (AtTimeout)
+CHANNEL_CLOSED = "channel_closed"  # the AT channel stopped (port gone, module session ended)
+CONTEXT_LOST = "context_lost"      # link.lost(ctx) fired: PDP deactivated or module reset
+ACK_TIMEOUT = "ack_timeout"        # flowchart ACK rule: unacked bytes made no progress for 2 min
+COMMAND_ERROR = "command_error"    # QISEND/QIRD answered ERROR on a connected socket
+INVALID_HOST = "invalid_host"      # the host name failed modemd.validate.check_hostname
+REMOTE_CLOSED = "remote_closed"    # the remote closed while data was still being sent to it
+
+
+class SocketError(Exception):
+    """Base: `reason` is a canonical name, `code` the module's result code when there is one."""
+
+    def __init__(self, reason: str, detail: str = "", code: int | None = None) -> None:
+        self.reason = reason
+        self.code = code
+        self.detail = detail or reason
+        super().__init__(self.detail)
+
+
+class OpenError(SocketError):
+    """QIOPEN failed: refuse the local client at once, with this reason in the log."""
+
+
+class ConnectionLost(SocketError):
+    """An open module socket died abnormally: the local client must get a RESET, not an EOF."""
+
+
+class RemoteClosed(SocketError):
+    """The remote end closed: data written now has nowhere to go (not an abnormal end)."""
+
+    def __init__(self, detail: str = "remote closed") -> None:
+        super().__init__(REMOTE_CLOSED, detail)

@@ -1,0 +1,189 @@
+"""Shared pieces of the socket-layer and proxy tests: a serving modem without the supervisor,
+real loopback servers, and payload checks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket as pysocket
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from modemd.config import Config, ProxyConfig, SupervisorConfig, parse_config
+from modemd.link import ModemLink
+from modemd.proxy.proxy import Proxy
+from modemd.sockets.manager import SocketManager
+from tests.conftest import open_stack
+
+
+@dataclass
+class Rig:
+    stack: Any
+    link: ModemLink
+    manager: SocketManager
+    nursery: trio.Nursery
+
+    @property
+    def emu(self) -> Any:
+        return self.stack.emulator
+
+    @property
+    def at(self) -> Any:
+        return self.stack.at
+
+
+async def bring_up(at: Any) -> None:
+    """What the supervisor's init and PDP steps do: echo of QISEND off, family settings, QIACT."""
+    profile = at.profile
+    if profile.has_qisde:
+        await at.run("AT+QISDE=0")
+    for text in profile.init_commands:
+        await at.run(text)
+    if profile.has_qiact:
+        await at.qicsgp(1, "internet")
+        await at.qiact(1)
+    else:
+        await at.run("AT+CGACT=1,1", timeout=10)
+
+
+def serve_link(at: Any, link: ModemLink | None = None) -> ModemLink:
+    link = link or ModemLink()
+    link.at = at
+    link.profile = at.profile
+    link.context_up(1, ("10.0.0.2",))
+    return link
+
+
+@asynccontextmanager
+async def modem(
+    family: str = "bg96", *, proxy_cfg: ProxyConfig | None = None,
+    supervisor_cfg: SupervisorConfig | None = None, **emu_kw: Any,
+):
+    """A booted emulator with context 1 active, a ModemLink serving it and a running manager."""
+    emu_kw.setdefault("baud", 0)
+    emu_kw.setdefault("turnaround", 0.0)
+    emu_kw.setdefault("boot_delay", 0.0)
+    async with open_stack(family, **emu_kw) as stack:
+        await bring_up(stack.at)
+        link = serve_link(stack.at)
+        manager = SocketManager(link, proxy_cfg or ProxyConfig(), supervisor_cfg)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(manager.run)
+            yield Rig(stack, link, manager, nursery)
+            nursery.cancel_scope.cancel()
+
+
+def proxy_config(toml: str = "", **proxy_kw: Any) -> Config:
+    cfg = parse_config(toml or "", emulate=True)
+    if proxy_kw:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, proxy=dataclasses.replace(cfg.proxy, **proxy_kw))
+    return cfg
+
+
+@asynccontextmanager
+async def running_proxy(rig: Rig, cfg: Config):
+    proxy = Proxy(cfg, rig.manager)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        yield proxy
+        nursery.cancel_scope.cancel()
+
+
+async def start_error(rig: Rig, cfg: Config) -> Exception | None:
+    """The exception Proxy.run raises before it is started (None if it started)."""
+    async with trio.open_nursery() as nursery:
+        try:
+            await nursery.start(Proxy(cfg, rig.manager).run)
+        except Exception as exc:
+            return exc
+        nursery.cancel_scope.cancel()
+    return None
+
+
+# -- real loopback servers ---------------------------------------------------------------------
+@dataclass
+class Server:
+    port: int
+    received: dict[int, bytes] = field(default_factory=dict)
+    connections: int = 0
+    done: trio.Event = field(default_factory=trio.Event)
+
+
+@asynccontextmanager
+async def tcp_server(handler: Any, host: str = "127.0.0.1"):
+    """A real trio TCP server on a free loopback port; `handler(stream, server)` per connection."""
+    listeners = await trio.open_tcp_listeners(0, host=host)
+    port = listeners[0].socket.getsockname()[1]
+    server = Server(port)
+
+    async def serve(stream: trio.SocketStream) -> None:
+        server.connections += 1
+        try:
+            await handler(stream, server)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            await stream.aclose()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, serve, listeners)
+        yield server
+        nursery.cancel_scope.cancel()
+
+
+async def echo_handler(stream: trio.SocketStream, server: Server) -> None:
+    async for data in stream:
+        await stream.send_all(data)
+
+
+async def recv_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        data = await stream.receive_some(min(65536, n - len(buf)))
+        if not data:
+            break
+        buf += data
+    return bytes(buf)
+
+
+async def recv_all(stream: trio.abc.ReceiveStream) -> bytes:
+    buf = bytearray()
+    while data := await stream.receive_some(65536):
+        buf += data
+    return bytes(buf)
+
+
+def payload(size: int) -> bytes:
+    """Incompressible test data."""
+    return os.urandom(size)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def linger_reset_error(exc: BaseException) -> bool:
+    """Did a local client see a connection RESET (not a clean EOF)?"""
+    if isinstance(exc, trio.BrokenResourceError):
+        exc = exc.__cause__ or exc
+    return isinstance(exc, ConnectionResetError)
+
+
+def free_port(kind: int = pysocket.SOCK_STREAM) -> int:
+    s = pysocket.socket(pysocket.AF_INET, kind)
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+__all__ = [
+    "Rig", "Server", "bring_up", "echo_handler", "free_port", "linger_reset_error",
+    "modem", "payload", "proxy_config", "recv_all", "recv_exactly", "running_proxy", "serve_link",
+    "sha", "start_error", "tcp_server",
+]
