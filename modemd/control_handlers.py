@@ -6,7 +6,6 @@ port directly. Result shapes are the ones `modemctl` documents.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import trio
@@ -37,7 +36,12 @@ def handlers(daemon) -> dict[str, Any]:
         at = _at(daemon)
         host = _host(args)
         count = int(args.get("count", 4))
-        replies, summary = await at.qping(daemon.cfg.pdp.context_id, host, count=max(1, min(count, 10)))
+        try:
+            replies, summary = await at.qping(
+                daemon.cfg.pdp.context_id, host, count=max(1, min(count, 10))
+            )
+        except LookupError as exc:
+            raise ControlError(f"{host}: {exc}") from None
         return {
             "host": host,
             "replies": [
@@ -135,7 +139,6 @@ async def status_of(daemon) -> dict[str, Any]:
         "reboots": sup.reboot_count,
         "next_reboot": sup.next_reboot_unix or None,
         "version": __version__,
-        "time": time.time(),
     }
     if link.at is not None and link.state == "serving":
         with trio.move_on_after(STATUS_QUERY_SECONDS):

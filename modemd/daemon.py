@@ -82,14 +82,14 @@ def run_main(args) -> int:
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the user must change something" (each says what, in one line)."""
     from .control import ControlError
-    from .profiles import UnknownModel
+    from .profiles import UnknownModel, UnsupportedConfig
     from .proxy.endpoints import EndpointError
     from .proxy.proxy import ProxyConfigError
     from .supervisor.power import PowerError
 
     return (
-        SerialError, UserError, OSError, ControlError, UnknownModel, EndpointError,
-        ProxyConfigError, PowerError,
+        SerialError, UserError, OSError, ControlError, UnknownModel, UnsupportedConfig,
+        EndpointError, ProxyConfigError, PowerError,
     )
 
 
@@ -116,10 +116,30 @@ class Daemon:
 
     async def run(self) -> None:
         self.started = trio.current_time()
+        self._check_model()
         async with trio.open_nursery() as nursery:
             if self.args.emulate:
                 self.cfg = await self._start_emulator(nursery)
             await self._serve(nursery)
+
+    def _check_model(self) -> None:
+        """A configuration the configured family cannot serve is refused before anything starts
+        (with model = "auto", the supervisor does the same once the module has named itself)."""
+        from .capabilities import check
+        from .profiles import UnsupportedConfig, get_profile
+
+        model = self.cfg.modem.model
+        if model == "auto":
+            return
+        try:
+            check(self.cfg, get_profile(model), f'modem.model = "{model}"')
+        except UnsupportedConfig as exc:
+            raise UserError(str(exc)) from None
+
+    def _check_profile(self, profile, what: str) -> None:
+        from .capabilities import check
+
+        check(self.cfg, profile, what)
 
     async def _start_emulator(self, nursery: trio.Nursery) -> Config:
         from .emulator import Emulator, EmulatorConfig
@@ -142,12 +162,14 @@ class Daemon:
         cfg = self.cfg
         self.metrics = metrics = Metrics()
         self.manager = manager = SocketManager(self.link, cfg.proxy, cfg.supervisor)
+        manager.context_ids = {cfg.pdp.context_id}  # where stale sockets are looked for at start
         self.supervisor = supervisor = Supervisor(
             cfg, self.link,
             power=self._emulator_power(),
             reset_stale=manager.reset_stale,
             observer=metrics,
             connections=lambda: len(manager.connections()),
+            check_profile=self._check_profile,
         )
         self.proxy = proxy = Proxy(cfg, manager)
         metrics.add_provider(self._provide_metrics)
@@ -166,12 +188,12 @@ class Daemon:
 
     async def _supervise(self, supervisor) -> None:
         """The supervisor; a module this config cannot use ends the daemon with one clear line."""
-        from .profiles import UnknownModel
+        from .profiles import UnknownModel, UnsupportedConfig
         from .proxy.proxy import ProxyConfigError
 
         try:
             await supervisor.run()
-        except (UnknownModel, ProxyConfigError, SerialError) as exc:
+        except (UnknownModel, UnsupportedConfig, ProxyConfigError, SerialError) as exc:
             raise UserError(str(exc)) from None
 
     def _emulator_power(self):

@@ -32,6 +32,8 @@ from .urc import (
 SERVICE_TYPES = ("TCP", "UDP", "TCP LISTENER", "UDP SERVICE")
 AUTH = {"none": 0, "pap": 1, "chap": 2, "pap_or_chap": 3}
 IP_TYPES = {"ipv4": 1, "ipv6": 2, "ipv4v6": 3}
+# <finresult> codes of a failed ping on the families whose success code is 2 (U §2.10, BC Table 2)
+PING_FINAL_RESULTS = {3: "tcpip_stack_busy", 4: "host_not_found", 5: "pdp_activation_failed"}
 
 
 @dataclass(frozen=True)
@@ -354,20 +356,40 @@ class QuectelAt:
     async def qping(
         self, context_id: int, host: str, timeout: int = 4, count: int = 4
     ) -> tuple[list[PingReply], PingSummary | None]:
+        """The replies and the final statistics; LookupError when the ping itself failed.
+
+        A one-field `+QPING: <code>` is either a request that timed out (the family's per-reply
+        timeout code, while requests are outstanding) or the final result of a failed ping. The
+        final line counts as success only with the family's code (0; 2 on U and BC, §5.2).
+        """
         host = check_hostname(host)
         replies: list[PingReply] = []
+        answered = 0
+        profile = self.profile
         async with self._ping_lock:
             with self.channel.subscribe() as urcs:
                 await self.run(f'AT+QPING={context_id},"{host}",{timeout},{count}')
-                with trio.move_on_after(self.profile.urc_timeouts["ping"]):
+                with trio.move_on_after(profile.urc_timeouts["ping"]):
                     async for urc in urcs:
                         if isinstance(urc, PingSummary):
+                            if urc.result != profile.ping_success:
+                                raise LookupError(f"ping failed: {self._ping_result(urc.result)}")
                             return replies, urc
-                        if isinstance(urc, PingReply):
-                            if urc.address == "" and urc.result != 0:
-                                return replies, None
+                        if not isinstance(urc, PingReply):
+                            continue
+                        if urc.address:
+                            answered += 1
                             replies.append(urc)
+                        elif urc.result == profile.ping_timeout_result and answered < count:
+                            answered += 1  # this request timed out; the summary follows
+                        else:
+                            raise LookupError(f"ping failed: {self._ping_result(urc.result)}")
         return replies, None
+
+    def _ping_result(self, code: int) -> str:
+        if self.profile.ping_success == 2 and code in PING_FINAL_RESULTS:  # U §2.10, BC Table 2
+            return f"{code} {PING_FINAL_RESULTS[code]}"
+        return f"{code} {self.profile.error_name(code)}"
 
     async def qntp(self, context_id: int, server: str, port: int = 123) -> NtpResult:
         command = self.profile.ntp_command

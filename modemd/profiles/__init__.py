@@ -7,12 +7,16 @@ from .families import BC25, BG95, BG96, GENERIC, PROFILES, RG500U
 
 __all__ = [
     "BC25", "BG95", "BG96", "GENERIC", "PROFILES", "RG500U", "STANDARD_ERRORS", "Profile",
-    "UnknownModel", "detect", "get_profile",
+    "UnknownModel", "UnsupportedConfig", "detect", "get_profile",
 ]
 
 
 class UnknownModel(Exception):
     """The module named itself with a model no profile covers."""
+
+
+class UnsupportedConfig(Exception):
+    """The configuration asks for something the module family cannot do; str() is one line."""
 
 
 def get_profile(name: str) -> Profile:

@@ -122,7 +122,8 @@ class Profile:
     qistate_by_context: bool = False  # no AT+QISTATE? read form: query AT+QISTATE=0,<ctx>
     socket_states: Mapping[int, str] = field(default_factory=lambda: ALL_SOCKET_STATES)
     errors: Mapping[int, str] = field(default_factory=lambda: STANDARD_ERRORS)
-    ping_success: int = 0
+    ping_success: int = 0         # <finresult> of a ping that finished normally
+    ping_timeout_result: int = 569  # per-reply <result> of a request that timed out
     keepalive_unit: str = "minutes"
     # flowchart steps
     cs_registration: bool = False  # AT+CREG? within 90 s

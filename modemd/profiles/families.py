@@ -80,6 +80,7 @@ GENERIC = Profile(
     qistate_by_context=True,
     errors=GENERIC_ERRORS,
     ping_success=2,
+    ping_timeout_result=1,       # U §2.10: 0 received, 1 timeout
     keepalive_unit="",
     cs_registration=True,
     ps_registration=("AT+CGREG?",),
@@ -113,6 +114,7 @@ BC25 = Profile(
     qistate_fields=8,
     socket_states=BC25_STATES,
     ping_success=2,
+    ping_timeout_result=1,       # BC Table 2: 1 PING_TIMEOUT
     keepalive_unit="seconds",
     ps_registration=("AT+CEREG?",),
     # dataformat/viewmode/showlength persist in NVRAM (§3.15): force the values modemd parses.

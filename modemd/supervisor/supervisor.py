@@ -32,7 +32,7 @@ from ..at.channel import AtChannel, AtCommandError, AtTimeout, ChannelClosed, Ob
 from ..at.commands import QuectelAt
 from ..at.urc import ModuleReady, PdpDeact, PoweredDown, SimState
 from ..link import ModemLink
-from ..profiles import Profile, UnknownModel, detect, get_profile
+from ..profiles import Profile, UnknownModel, UnsupportedConfig, detect, get_profile
 from ..serial import SerialError, SerialMissing, SerialPort
 from . import bringup
 from .backoff import RebootSchedule
@@ -61,6 +61,7 @@ REBOOT_ON_TIMEOUT = frozenset({
 })
 
 StaleReset = Callable[[QuectelAt], Awaitable[Any]]
+ProfileCheck = Callable[[Profile, str], None]  # raises UnsupportedConfig
 
 
 def _find(exc: BaseException, types: tuple[type[BaseException], ...]) -> BaseException | None:
@@ -119,6 +120,8 @@ class Supervisor:
     rng          jitter source of the reboot back-off (tests: `lambda: 0.0`)
     observer     AT channel observer to chain (metrics)
     connections  callable giving the number of open connections, for the status line
+    check_profile  `(profile, what) -> None`, raises UnsupportedConfig when the configuration asks
+                 for something the identified family cannot do (fatal: the daemon stops)
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class Supervisor:
         rng: Callable[[], float] = random.random,
         observer: Observer | None = None,
         connections: Callable[[], int] | None = None,
+        check_profile: ProfileCheck | None = None,
     ) -> None:
         self.cfg = cfg
         self.link = link
@@ -143,6 +147,7 @@ class Supervisor:
         self._reset_stale = reset_stale
         self._observer = observer
         self._connections = connections
+        self._check_profile = check_profile
         sup_cfg = cfg.supervisor
         self.schedule = RebootSchedule(
             healthy_reset=sup_cfg.healthy_reset_seconds, jitter=sup_cfg.reboot_jitter, rng=rng
@@ -216,7 +221,7 @@ class Supervisor:
                     finally:
                         self._close_port(port)
         except BaseExceptionGroup as group:
-            fatal = _find(group, (UnknownModel,))
+            fatal = _find(group, (UnknownModel, UnsupportedConfig))
             if fatal is not None:
                 raise fatal from None
             raise
@@ -345,6 +350,11 @@ class Supervisor:
                     "modem.model = %s, but the module identifies as %r (profile %s)",
                     model, text, seen.name,
                 )
+        if model == "auto" and self._check_profile is not None:
+            self._check_profile(
+                profile, f'modem.model = "auto": the module identifies as {text!r}, profile '
+                f"{profile.name}",
+            )
         if profile is not self.profile or self.at is None or self.at.profile is not profile:
             log.info("module %r: using profile %s (%s)", text, profile.name, profile.title)
             self.profile = profile
