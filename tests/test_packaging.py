@@ -35,8 +35,7 @@ BUILD_DEB = PKG / "build-deb.sh"
 SYSTEM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"  # pyenv's python3 must not shadow Debian's
 
 # The service part of the nspawn test needs `modemd --emulate` to serve (daemon.Daemon._serve).
-# Lead: set this to True once it does (or run now with MODEMD_NSPAWN_SERVICE=1).
-SERVICE_READY = False
+SERVICE_READY = True
 
 
 def pyproject_version() -> str:
@@ -155,7 +154,7 @@ def test_changelog_version_matches_pyproject():
 def test_control_fields():
     control = (DEBIAN / "control").read_text()
     for dep in ("python3-trio (>= 0.22)", "python3-prometheus-client (>= 0.16)", "python3-serial",
-                "${python3:Depends}", "${misc:Depends}"):
+                "python3-systemd", "${python3:Depends}", "${misc:Depends}"):
         assert dep in control
     for bdep in ("debhelper-compat (= 13)", "dh-python", "pybuild-plugin-pyproject", "python3-all",
                  "python3-setuptools"):
@@ -259,7 +258,7 @@ def test_deb_contents(built_deb):
 
     depends = field("Depends")
     for dep in ("python3-trio (>= 0.22)", "python3-prometheus-client (>= 0.16)", "python3-serial",
-                "systemd"):
+                "python3-systemd", "systemd"):
         assert dep in depends
     assert field("Architecture") == "all"
 
@@ -315,13 +314,17 @@ def overlay_root(base: Path):
 # the default name (the directory's, "root") would collide between concurrent test runs.
 NSPAWN = ["systemd-nspawn", "-q", "--register=no", "--keep-unit", f"--machine=modemd-test-{os.getpid()}"]
 
-EMULATE_DROPIN = """\
-# test only: run on the built-in emulator (a pty) instead of /dev/modemd-at
+# test only: run on the built-in emulator (a pty) instead of /dev/modemd-at; a short watchdog and
+# restart delay so that the frozen-daemon check takes seconds (the shipped unit: 30 s and 5 s).
+WATCHDOG_SEC = 4
+EMULATE_DROPIN = f"""\
 [Service]
 ExecStart=
 ExecStart=/usr/bin/modemd --emulate --config /etc/modemd/modemd.toml
 DeviceAllow=/dev/ptmx rw
 DeviceAllow=char-pts rw
+WatchdogSec={WATCHDOG_SEC}
+RestartSec=1
 """
 
 CHECK_TARGET = """\
@@ -353,14 +356,28 @@ r conf_stat "$(stat -c '%a %U:%G' /etc/modemd/modemd.toml)"
 r confdir_stat "$(stat -c '%a %U:%G' /etc/modemd)"
 r enabled "$(systemctl is-enabled modemd.service)"
 r unit_path "$(systemctl show -P FragmentPath modemd.service)"
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+# STATUS= follows the supervisor; wait until it says "serving" (or 30 s)
+wait_serving() {
+    i=0
+    while [ $i -lt 120 ]; do
+        case "$(systemctl show -P StatusText modemd.service)" in serving*) return 0;; esac
+        sleep 0.25; i=$((i+1))
+    done
+    return 1
+}
 # wait for READY=1 (Type=notify), but not for a service that already failed and restarts
+t0=$(now)
 i=0
 while [ $i -lt 60 ]; do
     systemctl is-active -q modemd.service && break
     [ "$(systemctl show -P NRestarts modemd.service)" != 0 ] && break
     sleep 0.5; i=$((i+1))
 done
-sleep 2
+r ready_seconds "$(since "$t0")"
+wait_serving
+r serving_seconds "$(since "$t0")"
 r active "$(systemctl is-active modemd.service)"
 systemctl show modemd.service -p ActiveState -p SubState -p StatusText -p NRestarts -p Result \
     -p ExecMainStatus -p User | sed 's/^/show_/' >> /out/result.txt
@@ -369,7 +386,32 @@ runuser -u nobody -- modemctl status > /out/nobody.txt 2>&1; r nobody_rc $?
 python3 -c 'import urllib.request, sys; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:9523/metrics", timeout=5).read().decode())' \
     > /out/metrics.txt 2>&1; r metrics_rc $?
 r rundir_stat "$(stat -c '%a %U:%G' /run/modemd)"
+# a connection through SOCKS5 (the emulator's sockets are loopback ones): journal CONNECT_ID/FORWARD
+if command -v curl >/dev/null; then
+    curl -sS --max-time 20 --socks5-hostname 127.0.0.1:1080 -o /dev/null -w '%{http_code}' \
+        http://127.0.0.1:9523/metrics > /out/socks_curl.txt 2>&1; r socks_curl_rc $?
+else
+    r socks_curl_rc missing
+fi
+sleep 1
+r journal_serving_entries "$(journalctl -b -u modemd.service MODEM_STATE=serving -o cat | wc -l)"
+# the watchdog: freeze the daemon; systemd must kill it (WatchdogSec) and start it again
+pid=$(systemctl show -P MainPID modemd.service); r wd_pid_before "$pid"
+r wd_usec "$(systemctl show -P WatchdogUSec modemd.service)"
+t0=$(now)
+kill -STOP "$pid"
+i=0
+while [ $i -lt 240 ]; do
+    [ "$(systemctl show -P NRestarts modemd.service)" = 1 ] && systemctl is-active -q modemd.service && break
+    sleep 0.25; i=$((i+1))
+done
+r wd_restart_seconds "$(since "$t0")"
+wait_serving
+r wd_serving_seconds "$(since "$t0")"
+systemctl show modemd.service -p ActiveState -p SubState -p StatusText -p NRestarts -p MainPID \
+    | sed 's/^/wd_show_/' >> /out/result.txt
 journalctl -b --no-pager -u modemd.service > /out/journal.txt 2>&1
+journalctl -b --no-pager -o json _SYSTEMD_UNIT=modemd.service > /out/journal.json 2>&1
 # RuntimeDirectory= removes /run/modemd when the service stops; the tmpfiles.d snippet recreates it
 systemctl stop modemd.service
 r rundir_after_stop "$(stat -c '%a %U:%G' /run/modemd 2>&1)"
@@ -460,6 +502,9 @@ def test_service_comes_up_on_the_emulator(installed):
     r = installed
     journal = _files(r, "journal.txt")
     assert r["active"] == "active", journal[-3000:]
+    assert r["show_ActiveState"] == "active" and r["show_SubState"] == "running"
+    # STATUS= from the daemon: the supervisor's line, e.g. "serving, 10.7.157.1, 0 connections"
+    assert re.fullmatch(r"serving, [0-9.]+, \d+ connections?", r["show_StatusText"]), r["show_StatusText"]
     assert r["rundir_stat"] == "750 modemd:modemd"
     assert r["show_User"] == "modemd"
     assert r["show_NRestarts"] == "0", journal[-3000:]
@@ -472,3 +517,54 @@ def test_service_comes_up_on_the_emulator(installed):
     assert r["metrics_rc"] == "0"
     metrics = _files(r, "metrics.txt")
     assert "modemd_build_info" in metrics and "modemd_supervisor_state" in metrics
+
+
+def _journal_entries(results: dict) -> list[dict]:
+    return [json.loads(line) for line in _files(results, "journal.json").splitlines()
+            if line.startswith("{")]
+
+
+@pytest.mark.nspawn
+@pytest.mark.skipif(not (SERVICE_READY or os.environ.get("MODEMD_NSPAWN_SERVICE") == "1"),
+                    reason="waits for `modemd --emulate` to serve")
+def test_journal_gets_structured_fields(installed):
+    """python3-systemd (a Depends of the package) is used: entries carry MODEM_STATE, FORWARD ..."""
+    r = installed
+    entries = _journal_entries(r)
+    assert entries, _files(r, "journal.txt")[-2000:]
+    mine = [e for e in entries if e.get("LOGGER", "").startswith("modemd")]
+    assert mine, "no entry from systemd-python's JournalHandler (LOGGER= field)"
+    assert all(e.get("SYSLOG_IDENTIFIER") == "modemd" for e in mine)
+    states = [e["MODEM_STATE"] for e in mine if "MODEM_STATE" in e]
+    assert "serving" in states and "activating" in states, states
+    # priorities come from the log level: a warning is 4, info 6
+    assert {e["PRIORITY"] for e in mine} >= {"6"}
+    # the listener and the SOCKS5 connection made by check.sh name their forward and connect_id
+    listen = [e for e in mine if e.get("FORWARD") == "ssh-in" and "CONNECT_ID" in e]
+    assert listen, [e.get("MESSAGE") for e in mine]
+    # journalctl -u modemd MODEM_STATE=serving (as the README says) finds them
+    assert int(r["journal_serving_entries"]) >= 1
+    if r["socks_curl_rc"] == "missing":
+        pytest.skip("curl missing (tests/run.sh installs it): no SOCKS5 connection was made")
+    assert r["socks_curl_rc"] == "0" and _files(r, "socks_curl.txt") == "200"
+    socks = [e for e in mine if e.get("FORWARD") == "socks" and "CONNECT_ID" in e]
+    assert any(e["MESSAGE"].startswith(f"connect_id {e['CONNECT_ID']} opened") for e in socks), \
+        [e.get("MESSAGE") for e in mine]
+
+
+@pytest.mark.nspawn
+@pytest.mark.skipif(not (SERVICE_READY or os.environ.get("MODEMD_NSPAWN_SERVICE") == "1"),
+                    reason="waits for `modemd --emulate` to serve")
+def test_watchdog_restarts_a_frozen_daemon(installed):
+    """SIGSTOP the main pid: no more WATCHDOG=1, systemd kills it after WatchdogSec and restarts it."""
+    r = installed
+    journal = _files(r, "journal.txt")
+    assert r["wd_usec"] == f"{WATCHDOG_SEC}s"
+    assert r["wd_show_NRestarts"] == "1", journal[-3000:]
+    assert r["wd_show_ActiveState"] == "active" and r["wd_show_SubState"] == "running"
+    assert r["wd_show_MainPID"] not in ("0", r["wd_pid_before"])
+    assert r["wd_show_StatusText"].startswith("serving"), r["wd_show_StatusText"]
+    assert f"Watchdog timeout (limit {WATCHDOG_SEC}s)!" in journal, journal[-3000:]
+    assert "Failed with result 'watchdog'" in journal
+    # killed no earlier than the watchdog limit, and back well before the test's budget
+    assert WATCHDOG_SEC <= float(r["wd_restart_seconds"]) < WATCHDOG_SEC + 20, r["wd_restart_seconds"]

@@ -239,3 +239,10 @@ def test_unit_security_exposure(tmp_path):
     documented = re.search(r"exposure level: (\d+\.\d+)", UNIT.read_text())
     assert documented, "put the exposure score in the unit's header comment"
     print(f"documented in the unit header: {documented.group(1)}")
+    readme = (UNIT.parent.parent / "README.md").read_text()
+    assert f"rates its exposure {documented.group(1)}" in readme, "the README quotes the same score"
+
+
+# The unit under a real systemd (Type=notify READY/STATUS, the watchdog killing a frozen daemon and
+# Restart= bringing it back, journal fields) is tested in a booted systemd-nspawn container by
+# tests/test_packaging.py (marker `nspawn`), which installs the .deb and this unit.

@@ -47,7 +47,8 @@ class AtTimeout(AtError):
 
 class AtCommandError(AtError):
     def __init__(self, response: Response) -> None:
-        super().__init__(f"{response.command.name}: {response.final}")
+        what = "payload longer than announced (line noise)" if response.corrupt else response.final
+        super().__init__(f"{response.command.name}: {what}")
         self.response = response
 
     @property

@@ -2,7 +2,8 @@
 
 It owns no socket, no clock and no trio. Its owner (the protocol) says what comes next: a `>` prompt
 (after `AT+QISEND=id,len`) or exactly N payload bytes (after `+QIRD: N` or a direct-push `recv` URC).
-Everything else is a line, ended by CR or LF; empty lines are dropped.
+Everything else is a line, ended by CR or LF; empty lines are dropped. The modules end every payload
+with CR LF: any other byte right after one means the payload ran longer than announced (`Overrun`).
 """
 
 from __future__ import annotations
@@ -33,7 +34,13 @@ class Payload:
     data: bytes
 
 
-Event = Line | Prompt | Payload
+@dataclass(frozen=True, slots=True)
+class Overrun:
+    """The bytes right after a payload are not a line end: the payload was longer than its header
+    said (line noise added bytes), so the payload just returned cannot be trusted."""
+
+
+Event = Line | Prompt | Payload | Overrun
 
 
 class Framer:
@@ -45,7 +52,9 @@ class Framer:
         self._payload_left: int | None = None
         self._prompt = False
         self._skip_lf = False
+        self._check_end = False  # a payload was just taken: a line end must follow it
         self.truncations = 0
+        self.overruns = 0
 
     def feed(self, data: bytes) -> None:
         self._buf += data
@@ -67,6 +76,7 @@ class Framer:
         self._payload_left = None
         self._prompt = False
         self._skip_lf = False
+        self._check_end = False
 
     def next_event(self) -> Event | None:
         """Return the next complete event, or None when more bytes are needed."""
@@ -77,6 +87,11 @@ class Framer:
 
     def _next(self) -> Event | None:
         buf = self._buf
+        if self._check_end and buf:
+            self._check_end = False
+            if buf[0] not in (CR, LF):
+                self.overruns += 1
+                return Overrun()
         if self._skip_lf and buf:
             if buf[0] == LF:
                 del buf[0]
@@ -101,6 +116,7 @@ class Framer:
         data = bytes(self._buf[:size])
         del self._buf[:size]
         self._payload_left = None
+        self._check_end = True
         return Payload(data)
 
     def _take_line(self) -> Line | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .framer import Framer, Line, Payload, Prompt
+from .framer import Framer, Line, Overrun, Payload, Prompt
 from .urc import is_urc, recv_connect_id, recv_push_length
 
 OK_FINALS = frozenset({"OK"})
@@ -66,10 +66,11 @@ class Response:
     final: str = ""
     lines: list[str] = field(default_factory=list)
     payload: bytes | None = None
+    corrupt: bool = False  # a payload ran past its announced length: its bytes are not trusted
 
     @property
     def error(self) -> bool:
-        return self.final in ERROR_FINALS or self.final.startswith(ERROR_PREFIXES)
+        return self.corrupt or self.final in ERROR_FINALS or self.final.startswith(ERROR_PREFIXES)
 
     @property
     def error_code(self) -> int | None:
@@ -175,9 +176,11 @@ class AtProtocol:
             if out is not None:
                 return out
 
-    def _handle(self, ev: Line | Prompt | Payload) -> ProtocolEvent | None:
+    def _handle(self, ev: Line | Prompt | Payload | Overrun) -> ProtocolEvent | None:
         if isinstance(ev, Payload):
             return self._payload(ev.data)
+        if isinstance(ev, Overrun):
+            return self._overrun()
         if isinstance(ev, Prompt):
             if self.in_flight is not None and self.in_flight.data is not None:
                 return PromptWanted()
@@ -196,6 +199,14 @@ class AtProtocol:
             return None
         self.counters["unknown_lines"] += 1
         return Unknown(f"<{len(data)} payload bytes>")
+
+    def _overrun(self) -> Unknown:
+        """The payload just read was followed by data, not a line end: never deliver it."""
+        self.counters["payload_overruns"] += 1
+        self.counters["unknown_lines"] += 1
+        if self._response is not None and self._response.payload is not None:
+            self._response.corrupt = True
+        return Unknown("<payload longer than announced>")
 
     def _line(self, text: str) -> ProtocolEvent | None:
         cmd = self.in_flight

@@ -4,7 +4,8 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
 
     hang on|off            power off|on|pwrkey       pdpdeact [<ctx>]      close <connect_id>
     sendfail <n>           droprecv <n>              qiactfail <n>         qideactfail <n>
-    garbage <hex>
+    garbage <hex>          openfail <code>           qisenderror <n>       qirderror <n>
+    qirdfault garbage|reset|off                      sockets
     qiact_delay <sec>      turnaround <sec>          baud <n>              interleave on|off
     listenport <port>      sim ready|absent          register on|off       host <name>=<ip>
     status                 help
@@ -26,13 +27,15 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HELP = (
     "commands: hang on|off, power off|on|pwrkey, pdpdeact [ctx], close <id>, sendfail <n>, "
-    "droprecv <n>, qiactfail <n>, qideactfail <n>, garbage <hex>, qiact_delay <s>, turnaround <s>, baud <n>, "
+    "droprecv <n>, qiactfail <n>, qideactfail <n>, garbage <hex>, openfail <code>, qisenderror <n>, "
+    "qirderror <n>, qirdfault garbage|reset|off, sockets, qiact_delay <s>, turnaround <s>, baud <n>, "
     "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, status"
 )
 MAX_LINE = 4096
 KNOWN = {
     "hang", "power", "pdpdeact", "close", "sendfail", "droprecv", "qiactfail", "qideactfail", "garbage",
     "qiact_delay", "turnaround", "baud", "interleave", "listenport", "sim", "register", "host",
+    "openfail", "qisenderror", "qirderror", "qirdfault",
 }  # fmt: skip
 
 
@@ -78,6 +81,10 @@ async def run_command(emu: Emulator, line: str) -> str:
                 f"ok powered={int(emu.powered)} hung={int(emu._hung)} family={emu.family.name} "
                 f"baud={emu._baud} tty={emu.tty_path}"
             )
+        if cmd == "sockets":  # every connect_id the module holds, with its state
+            session = emu._session
+            socks = sorted(session.sockets.values(), key=lambda x: x.cid) if session else []
+            return "ok " + " ".join(f"{x.cid}:{x.state}" for x in socks) if socks else "ok"
         if cmd not in KNOWN:
             return f"error unknown command {cmd!r} ({HELP})"
         if len(args) != 1 and not (cmd == "pdpdeact" and not args):
@@ -106,6 +113,12 @@ async def run_command(emu: Emulator, line: str) -> str:
             emu.qiact_fail(_int(arg))
         elif cmd == "qideactfail":
             emu.qideact_fail(_int(arg))
+        elif cmd == "openfail":
+            emu.open_fail(_int(arg))
+        elif cmd in ("qisenderror", "qirderror"):
+            emu.error_next(cmd[:-5], _int(arg))
+        elif cmd == "qirdfault":
+            emu.qird_fault(None if arg == "off" else arg)
         elif cmd == "garbage":
             try:
                 emu.inject(bytes.fromhex(args[0]))

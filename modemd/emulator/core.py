@@ -10,10 +10,12 @@ import trio
 from .config import DEFAULT_HOSTS, EmulatorConfig, check_hosts
 from .control import open_control_socket, serve_control
 from .families import FAMILIES, Family
+from .line import Line
 from .pty import Pty
 from .session import Session
 
-SLICE = 0.02  # seconds of line time per paced write/read slice
+PACED_READ = 4096  # bytes taken from the pty at a time while the line is paced
+STOP_DRAIN = 0.2  # s a power-down waits for the bytes already queued on the line
 
 
 class Emulator:
@@ -40,8 +42,14 @@ class Emulator:
         self._drop_recv = 0
         self._qiact_fail = 0
         self._qideact_fail = 0
+        self._open_fail: list[int] = []  # result codes for the next +QIOPEN URCs
+        self._error_next = {"QISEND": 0, "QIRD": 0}  # data commands to answer ERROR
+        self._qird_fault: str | None = None  # "garbage" | "reset": mangle the next QIRD payload
         self._inject_q: list[bytes] = []
         self._inject_ready = trio.Event()
+        # the UART: module -> host (tx) and host -> module (rx), each paced at the line rate
+        self._tx = Line(self._deliver_out, lambda: self.rate)
+        self._rx = Line(self._deliver_in, lambda: self.rate)
 
     # ---- life cycle -----------------------------------------------------------------------
     @classmethod
@@ -61,6 +69,8 @@ class Emulator:
         try:
             async with trio.open_nursery() as nursery:
                 emu._nursery = nursery
+                nursery.start_soon(emu._tx.run)
+                nursery.start_soon(emu._rx.run)
                 nursery.start_soon(emu._pty_reader)
                 nursery.start_soon(emu._injector)
                 if control_sock is not None:
@@ -105,10 +115,13 @@ class Emulator:
         await self._nursery.start(session.run)
 
     async def _stop_session(self) -> None:
-        session, self._session = self._session, None
+        session = self._session
         if session is None:
             return
         session.stopping = True
+        with trio.move_on_after(STOP_DRAIN):  # what is already in the UART's FIFO still goes out
+            await self._tx.drain()
+        self._session = None
         session.scope.cancel()
         await session.done.wait()
 
@@ -131,11 +144,14 @@ class Emulator:
             if session is None:
                 await self._start_session()
                 return
-            hung = self._hung
-            session.stopping = True
-            if not hung:
+            if not self._hung:
+                # the session keeps running until the line is free: a QISEND waiting for its
+                # payload (it holds the line) must still get it, or both would wait forever
                 async with self._out_lock:
+                    session.stopping = True
+                    session.drop_urcs()
                     await self._write(b"\r\nPOWERED DOWN\r\n", session)
+            session.stopping = True
             await self._stop_session()
 
     def _power_down_soon(self, session: Session) -> None:
@@ -164,33 +180,30 @@ class Emulator:
     # ---- the line -------------------------------------------------------------------------
     async def _write(self, data: bytes, session: Session | None, *, force: bool = False) -> None:
         """Write to the tty at line rate; dropped unless `session` is the live one and not hung."""
-        assert self._pty is not None
-        mv = memoryview(data)
-        while mv:
-            if not force and (session is None or session is not self._session or self._hung):
-                return
-            rate = self.rate
-            n = len(mv) if not rate else max(1, int(rate * SLICE))
-            chunk = mv[:n]
+        await self._tx.send(data, (session, force))
+
+    async def _deliver_out(self, chunk: memoryview, tag: tuple[Session | None, bool]) -> None:
+        """Bytes that crossed the line towards the host (checked now: a hang or power cut between
+        queueing and arrival loses them, as the module's UART would)."""
+        session, force = tag
+        if force or (session is not None and session is self._session and not self._hung):
+            assert self._pty is not None
             await self._pty.write_all(chunk)
-            mv = mv[n:]
-            if rate:
-                await trio.sleep(len(chunk) / rate)
 
     async def _pty_reader(self) -> None:
+        """What the host wrote crosses the line (paced) before the session sees it."""
         assert self._pty is not None
         while True:
-            rate = self.rate
-            n = 65536 if not rate else max(1, int(rate * SLICE))
-            data = await self._pty.read_some(n)
-            if rate:
-                await trio.sleep(len(data) / rate)
-            session = self._session
-            if session is None or self._hung:
-                continue  # powered off or hung: the bytes are lost
-            await session.inbuf.wait_space()  # cleared (so woken) when the session ends
-            if session is self._session and not self._hung:
-                session.feed(data)
+            data = await self._pty.read_some(PACED_READ if self.rate else 65536)
+            await self._rx.send(data)
+
+    async def _deliver_in(self, chunk: memoryview, tag: object) -> None:
+        session = self._session
+        if session is None or self._hung:
+            return  # powered off or hung: the bytes are lost
+        await session.inbuf.wait_space()  # cleared (so woken) when the session ends
+        if session is self._session and not self._hung:
+            session.feed(bytes(chunk))
 
     async def _injector(self) -> None:
         while True:
@@ -243,6 +256,28 @@ class Emulator:
     def qideact_fail(self, count: int = 1) -> None:
         """The next `count` AT+QIDEACT answer ERROR (561-class "close PDP context failed")."""
         self._qideact_fail = max(0, int(count))
+
+    def open_fail(self, code: int, count: int = 1) -> None:
+        """The next `count` AT+QIOPEN answer OK and then `+QIOPEN: <id>,<code>` (the ID is failed)."""
+        if not isinstance(code, int) or not 0 < code < 1000:
+            raise ValueError(f"result code must be an integer 1-999, got {code!r}")
+        self._open_fail += [code] * max(0, int(count))
+
+    def error_next(self, command: str, count: int = 1) -> None:
+        """The next `count` data commands `command` ("QISEND" with data, "QIRD" with a length
+        or none; never the `,0` queries) answer ERROR before touching any data."""
+        name = command.upper().removeprefix("AT+")
+        if name not in self._error_next:
+            raise ValueError(f"expected QISEND or QIRD, got {command!r}")
+        self._error_next[name] = max(0, int(count))
+
+    def qird_fault(self, kind: str | None) -> None:
+        """Mangle the next non-empty QIRD answer: "garbage" inserts a few noise bytes in the middle
+        of its payload (the header's length stays, so the payload overruns); "reset" stops after
+        half of the payload and reboots the module (RDY follows). None: cancel."""
+        if kind not in (None, "garbage", "reset"):
+            raise ValueError(f"expected garbage or reset, got {kind!r}")
+        self._qird_fault = kind
 
     def inject(self, data: bytes) -> None:
         """Write raw bytes to the tty as soon as the line is free (between frames)."""

@@ -50,6 +50,7 @@ TCPIP_COMMANDS = {
 PROMPT_COMMANDS = {"+QISEND", "+QISENDEX"}
 CTRL_Z = 0x1A
 ESC = 0x1B
+GARBAGE = b"\x00\xff\r\nOK\r\n+QIURC:\x1b\x7f\x80"  # line noise (Emulator.qird_fault)
 
 
 def _method_name(name: str) -> str:
@@ -585,6 +586,8 @@ class Handlers:
                     err = self.f.code("port_busy")
         else:
             ip = self.resolve(host)
+        if self.emu._open_fail:
+            err = self.emu._open_fail.pop(0)  # fault injection: this result code, whatever else
         sock = ModSocket(
             self.s, cid, ctx, service, mode, host, rport if service in (TCP, UDP) else 0, lport
         )
@@ -679,6 +682,8 @@ class Handlers:
                 return self.tcpip_error("socket_closed")
             unacked = sock.unacked()
             return self.ok(f"+QISEND: {sock.total_sent},{sock.total_sent - unacked},{unacked}")
+        if self.injected_error("QISEND"):
+            return self.error()
         ip, port = "", 0
         sock = self.send_target(cid)
         if sock is not None and sock.service == SERVICE:
@@ -800,6 +805,8 @@ class Handlers:
                 return self.tcpip_error("socket_closed")
             unread = sock.rx.size
             return self.ok(f"+QIRD: {sock.total_recv},{sock.have_read},{unread}")
+        if self.injected_error("QIRD"):
+            return self.error()
         if sock is None or sock.service == LISTENER:
             return self.tcpip_error("socket_closed")
         if sock.service == SERVICE:
@@ -813,7 +820,28 @@ class Handlers:
         data, _, _ = sock.read(n)
         if not data:
             return self.ok("+QIRD: 0")
+        if self.emu._qird_fault is not None:
+            return await self.faulty_qird(self.qird_header(sock, data), data)
         return Reply([self.qird_block(self.qird_header(sock, data), data)])
+
+    def injected_error(self, name: str) -> bool:
+        """Fault injection: this data command answers ERROR (Emulator.error_next)."""
+        if self.emu._error_next[name] > 0:
+            self.emu._error_next[name] -= 1
+            return True
+        return False
+
+    async def faulty_qird(self, header: str, data: bytes) -> Reply:
+        """Fault injection (Emulator.qird_fault): noise inside the payload, or a reset in it."""
+        kind, self.emu._qird_fault = self.emu._qird_fault, None
+        half = len(data) // 2
+        if kind == "garbage":
+            noisy = data[:half] + GARBAGE + data[half:]
+            return Reply([b"\r\n" + header.encode() + b"\r\n" + noisy + b"\r\n"])
+        async with self.s.out_lock:
+            await self.s.write(b"\r\n" + header.encode() + b"\r\n" + data[:half])
+        self.emu._reboot_soon(self.s)
+        return Reply(final=None)
 
     def qird_header(self, sock: ModSocket, data: bytes) -> str:
         return f"+QIRD: {len(data)}"

@@ -79,7 +79,8 @@ class Bridge:
             self.flow.resets[error.reason if error else "unknown"] += 1
             log.warning("%s: connect_id %d to %s lost (%s): resetting local client %s",
                         self.flow.name, self.msock.connect_id, self.msock.remote,
-                        error.detail if error else "?", self.msock.local_peer)
+                        error.detail if error else "?", self.msock.local_peer,
+                        extra={"CONNECT_ID": self.msock.connect_id, "FORWARD": self.flow.name})
             reset_stream(self.local)
             await self.msock.aclose()
             return

@@ -34,7 +34,8 @@ class StreamForward:
             cfg.listen, what=f"forward {cfg.name!r}", mode=cfg.mode, gid=cfg.gid,
             allow_non_loopback=cfg.allow_non_loopback,
         )
-        log.info("forward %s: listening on %s -> %s", cfg.name, cfg.listen, cfg.remote)
+        log.info("forward %s: listening on %s -> %s", cfg.name, cfg.listen, cfg.remote,
+                 extra={"FORWARD": cfg.name})
         try:
             async with listener, trio.open_nursery() as nursery:
                 task_status.started()
@@ -54,7 +55,8 @@ class StreamForward:
             )
         except SocketError as exc:
             flow.refused[exc.reason] += 1
-            log.warning("forward %s: %s -> %s refused: %s", cfg.name, peer, cfg.remote, exc.detail)
+            log.warning("forward %s: %s -> %s refused: %s", cfg.name, peer, cfg.remote, exc.detail,
+                        extra={"FORWARD": cfg.name})
             reset_stream(stream)
             return
         except BaseException:

@@ -62,7 +62,8 @@ class ModuleListen:
         while True:
             await link.wait_serving(ctx)
             if (reason := unsupported_reason(self.cfg, link.at.profile)) is not None:
-                log.error("listen %s: %s; not opened", self.cfg.name, reason)
+                log.error("listen %s: %s; not opened", self.cfg.name, reason,
+                          extra={"FORWARD": self.cfg.name})
                 return
             try:
                 server = await self.manager.open_server(
@@ -72,7 +73,7 @@ class ModuleListen:
                 self.flow.refused[exc.reason] += 1
                 log.warning("listen %s: opening %s on module port %d failed: %s; retry in %g s",
                             self.cfg.name, self.cfg.service_type, self.cfg.module_port,
-                            exc.detail, delay)
+                            exc.detail, delay, extra={"FORWARD": self.cfg.name})
                 await trio.sleep(delay)
                 delay = min(delay * 2, REOPEN_BACKOFF[1])
                 continue
@@ -84,7 +85,8 @@ class ModuleListen:
     async def _serve(self, server: ModuleSocket) -> None:
         self.server = server
         log.info("listen %s: module port %d (%s, connect_id %d) -> %s", self.cfg.name,
-                 self.cfg.module_port, self.cfg.service_type, server.connect_id, self.cfg.target)
+                 self.cfg.module_port, self.cfg.service_type, server.connect_id, self.cfg.target,
+                 extra={"CONNECT_ID": server.connect_id, "FORWARD": self.cfg.name})
         try:
             async with trio.open_nursery() as nursery:
                 if self.cfg.protocol == "tcp":
@@ -96,7 +98,8 @@ class ModuleListen:
         finally:
             self.server = None
             await server.aclose()
-        log.info("listen %s: module side gone; re-opened when the context is back", self.cfg.name)
+        log.info("listen %s: module side gone; re-opened when the context is back", self.cfg.name,
+                 extra={"FORWARD": self.cfg.name})
 
     # -- TCP LISTENER -------------------------------------------------------------------------
     async def _accept(self, server: ModuleSocket, nursery: trio.Nursery) -> None:
@@ -109,7 +112,8 @@ class ModuleListen:
         except OSError as exc:
             self.flow.refused["target_unreachable"] += 1
             log.warning("listen %s: incoming %s: target %s unreachable: %s", self.cfg.name,
-                        msock.remote, self.cfg.target, exc)
+                        msock.remote, self.cfg.target, exc,
+                        extra={"CONNECT_ID": msock.connect_id, "FORWARD": self.cfg.name})
             await msock.aclose()
             return
         except BaseException:

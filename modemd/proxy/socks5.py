@@ -88,7 +88,7 @@ class Socks5Server:
             cfg.listen, what="socks", mode=cfg.mode, gid=cfg.gid,
             allow_non_loopback=cfg.allow_non_loopback,
         )
-        log.info("socks: listening on %s", cfg.listen)
+        log.info("socks: listening on %s", cfg.listen, extra={"FORWARD": "socks"})
         try:
             async with listener, trio.open_nursery() as nursery:
                 task_status.started()
@@ -188,7 +188,7 @@ class Socks5Server:
         code = reply_code(exc.reason)
         self.flow.refused[exc.reason] += 1
         log.warning("socks: %s CONNECT %s failed: %s -> reply 0x%02x %s", peer, target,
-                    exc.detail, code, REPLY_TEXT[code])
+                    exc.detail, code, REPLY_TEXT[code], extra={"FORWARD": "socks"})
         try:
             await stream.send_all(build_reply(code))
         except (trio.BrokenResourceError, trio.ClosedResourceError):

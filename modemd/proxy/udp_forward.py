@@ -39,7 +39,7 @@ class UdpFlow:
         self._deliver = deliver
         self.flow = flow
         self.name = name
-        self._in, self._out = trio.open_memory_channel[bytes](FLOW_QUEUE)
+        self._in, self._out = trio.open_memory_channel(FLOW_QUEUE)
         self.last_active = trio.current_time()
         self._scope = trio.CancelScope()
 
@@ -63,7 +63,8 @@ class UdpFlow:
                 msock = await self._open_socket()
             except SocketError as exc:
                 self.flow.refused[exc.reason] += 1
-                log.warning("%s: UDP open refused: %s", self.name, exc.detail)
+                log.warning("%s: UDP open refused: %s", self.name, exc.detail,
+                            extra={"FORWARD": self.flow.name})
                 return
             self.flow.opened += 1
             self.flow.active += 1
@@ -123,7 +124,8 @@ class UdpForward:
         sock = await bind_udp(
             cfg.listen, what=f"forward {cfg.name!r}", allow_non_loopback=cfg.allow_non_loopback
         )
-        log.info("forward %s: UDP on %s -> %s", cfg.name, cfg.listen, cfg.remote)
+        log.info("forward %s: UDP on %s -> %s", cfg.name, cfg.listen, cfg.remote,
+                 extra={"FORWARD": cfg.name})
         with sock:
             async with trio.open_nursery() as nursery:
                 task_status.started()

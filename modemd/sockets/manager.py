@@ -77,7 +77,7 @@ class SocketManager:
         self._cleaned: tuple[object, int] | None = None
         self._stale_lock = trio.Lock()
         # unbounded in type, bounded in practice: at most one entry per connect_id
-        self._janitor_in, self._janitor_out = trio.open_memory_channel[ModuleSocket](math.inf)
+        self._janitor_in, self._janitor_out = trio.open_memory_channel(math.inf)
 
     # -- tasks --------------------------------------------------------------------------------
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -248,6 +248,8 @@ class SocketManager:
                     msock.state = "open"
                     self.stats.opened += 1
                     self.link.report_open(context_id, True)
+                    log.info("connect_id %d opened: %s %s", msock.connect_id, service_type,
+                             _where(msock), extra=log_fields(msock))
                     return msock
                 if env.profile.error_name(result) != "socket_id_used":
                     raise await self._open_failed(msock, OpenError(
@@ -325,6 +327,8 @@ class SocketManager:
     async def _open_failed(self, msock: ModuleSocket, error: OpenError) -> OpenError:
         """Close the ID (manual: also after a failed open), count and report the failure."""
         await self._discard(msock)
+        log.info("connect_id %d: %s %s failed to open: %s", msock.connect_id, msock.service_type,
+                 _where(msock), error.detail, extra=log_fields(msock))
         if error.reason not in NOT_OPEN_FAILURES:
             self.link.report_open(msock.context_id, False)
         return error
@@ -366,6 +370,13 @@ class SocketManager:
         else:
             self.pool.quarantine(msock.connect_id, msock)
         msock.state = "closed"
+        if count:
+            why = f"failed: {msock.failure.detail}" if msock.failure else (
+                "remote closed" if msock.remote_closed else "closed")
+            log.log(logging.INFO if ok else logging.WARNING,
+                    "connect_id %d closed (%s)%s", msock.connect_id, why,
+                    "" if ok else "; AT+QICLOSE unanswered, the ID stays quarantined",
+                    extra=log_fields(msock))
 
     def _same_session(self, msock: ModuleSocket) -> bool:
         """False once the module rebooted (or the session ended) since the socket was opened:
@@ -391,10 +402,12 @@ class SocketManager:
         self._displace(pool.claim(urc.connect_id, msock), env)
         self.dispatcher.register(msock)
         self.stats.accepted += 1
+        log.info("connect_id %d opened: incoming from %s (server %d)", urc.connect_id,
+                 msock.remote, urc.server_id, extra=log_fields(msock))
         if listener is None or listener.service_type != "TCP LISTENER" or not listener.offer(msock):
             self.stats.incoming_rejected += 1
             log.warning("incoming connection %s on connect_id %d has no listener to take it",
-                        msock.remote, urc.connect_id)
+                        msock.remote, urc.connect_id, extra=log_fields(msock))
             self._janitor_in.send_nowait(msock)
 
     def _displace(self, previous: object, env: SocketEnv) -> None:
@@ -435,4 +448,15 @@ class SocketManager:
         return sorted(rows, key=lambda r: r["connect_id"])
 
 
-__all__ = ["ConnectionLost", "OpenError", "SocketError", "SocketManager"]
+def log_fields(msock: ModuleSocket) -> dict[str, Any]:
+    """Structured log fields of a module socket (journal: CONNECT_ID=3 FORWARD=web)."""
+    return {"CONNECT_ID": msock.connect_id, "FORWARD": msock.label or None}
+
+
+def _where(msock: ModuleSocket) -> str:
+    if msock.service_type in ("TCP LISTENER", "UDP SERVICE"):
+        return f"on module port {msock.local_port}"
+    return f"to {msock.remote}"
+
+
+__all__ = ["ConnectionLost", "OpenError", "SocketError", "SocketManager", "log_fields"]

@@ -94,7 +94,7 @@ class ModuleSocket:
         self._rx = Signal()
         self._rx_more = False
         self._eof = False
-        self._incoming_in, self.incoming = trio.open_memory_channel[Any](INCOMING_BACKLOG)
+        self._incoming_in, self.incoming = trio.open_memory_channel(INCOMING_BACKLOG)
 
     def __repr__(self) -> str:
         return f"<ModuleSocket {self.connect_id} {self.service_type} {self.remote} {self.state}>"
@@ -156,7 +156,7 @@ class ModuleSocket:
             raise self.fail(ConnectionLost(CHANNEL_CLOSED, str(exc))) from None
 
     def _command_error(self, exc: AtCommandError) -> SocketError:
-        if self.remote_closed:
+        if self.remote_closed and not exc.response.corrupt:  # a corrupt read is never an EOF
             return RemoteClosed(f"{exc.response.command.name} after remote close")
         return self.fail(ConnectionLost(COMMAND_ERROR, str(exc), exc.code))
 

@@ -302,7 +302,10 @@ class Supervisor:
         """Switch state (logged), set its budget for healthy(), publish it on the link."""
         now = trio.current_time()
         if state is not self.state:
-            log.info("state %s -> %s%s", self.state, state, f" ({detail})" if detail else "")
+            log.info(
+                "state %s -> %s%s", self.state, state, f" ({detail})" if detail else "",
+                extra={"MODEM_STATE": state.value},
+            )
             if self.state is State.SERVING:
                 self.schedule.interrupted(now)
             self.state = state
