@@ -290,3 +290,27 @@ async def test_channel_over_a_plain_transport_roundtrip():
         resp = await channel.command(Command("AT+CSQ", prefix="+CSQ:"))
         assert resp.lines == ["+CSQ: 20,99"]
         nursery.cancel_scope.cancel()
+
+
+async def test_module_reset_fails_the_command_in_flight_at_once():
+    """A command written just before the module rebooted is never answered: fail it on RDY."""
+    from modemd.at.channel import AtModuleReset
+
+    a, b = trio.testing.memory_stream_pair()
+    channel = AtChannel(a)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run)
+
+        async def module():
+            assert await b.receive_some() == b"AT\r"
+            await b.send_all(b"\r\nRDY\r\n")
+            assert await b.receive_some() == b"ATE0\r"
+            await b.send_all(b"\r\nOK\r\n")
+
+        nursery.start_soon(module)
+        t0 = trio.current_time()
+        with pytest.raises(AtModuleReset):
+            await channel.command(Command("AT", timeout=30))
+        assert trio.current_time() - t0 < 5
+        assert (await channel.command(Command("ATE0"))).final == "OK"
+        nursery.cancel_scope.cancel()

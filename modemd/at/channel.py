@@ -29,7 +29,7 @@ from .protocol import (
     Unknown,
     UrcEvent,
 )
-from .urc import Urc, parse_urc
+from .urc import ModuleReady, PoweredDown, Urc, parse_urc
 
 log = logging.getLogger("modemd.at")
 
@@ -58,6 +58,18 @@ class AtCommandError(AtError):
 
 class ChannelClosed(AtError):
     """The port went away or the channel stopped; the command was not (fully) executed."""
+
+
+class AtModuleReset(ChannelClosed):
+    """The module rebooted (`RDY` / `POWERED DOWN`) with the command in flight: it will never
+    answer, so the caller hears at once instead of waiting out the deadline."""
+
+
+class _Reset:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
 class Transport(Protocol):
@@ -182,7 +194,11 @@ class AtChannel:
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, UrcEvent):
-            self._publish(parse_urc(event.text, event.payload))
+            urc = parse_urc(event.text, event.payload)
+            self._publish(urc)
+            if isinstance(urc, (ModuleReady, PoweredDown)) and self.protocol.in_flight is not None:
+                self.protocol.abort()
+                self._inbox_in.send_nowait(_Reset(urc.text))
         elif isinstance(event, (Done, PromptWanted)):
             if isinstance(event, Done):
                 self.last_final = trio.current_time()
@@ -226,6 +242,11 @@ class AtChannel:
                 if isinstance(event, PromptWanted):
                     await self.transport.send_all(self.protocol.send_data())
                     continue
+                if isinstance(event, _Reset):
+                    request.finish(error=AtModuleReset(
+                        f"{command.name}: the module reset ({event.text}) before answering"
+                    ))
+                    return
                 assert isinstance(event, Done)
                 final = event.response.final
                 self.observer.command_done(command.name, trio.current_time() - started, final)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..at.channel import AtCommandError, AtTimeout, ChannelClosed
+from ..at.channel import AtCommandError, AtModuleReset, AtTimeout, ChannelClosed
 from ..at.commands import QuectelAt
 from ..at.urc import after_prefix, split_fields, to_int
 from .states import RebootNeeded, State
@@ -65,6 +65,8 @@ async def wait_ready(sup: Supervisor, timeout: float, since: int) -> str | None:
                 return "answered"  # an ERROR is an answer too
             except AtTimeout:
                 pass
+            except AtModuleReset:
+                pass  # RDY arrived with the probe in flight: the boot check below sees it
             except ChannelClosed:
                 if sup.port_lost is not None:
                     return None

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..at.channel import AtCommandError, AtTimeout, ChannelClosed
+from ..at.channel import AtCommandError, AtModuleReset, AtTimeout, ChannelClosed
 from .bringup import wait_ready
 from .power import PowerError, power_cycle
 from .states import State
@@ -83,6 +83,8 @@ class Ladder:
                 return self._record("resync", True, started, "answered ERROR")
             except AtTimeout:
                 continue
+            except AtModuleReset:
+                return self._record("resync", True, started, "the module reset itself (RDY)")
             except ChannelClosed:
                 return self._record("resync", False, started, "serial port gone")
         return self._record("resync", False, started, f"{attempts} x AT unanswered")
@@ -99,6 +101,8 @@ class Ladder:
                 return self._record("qpowd", False, started, exc.response.final)
             except AtTimeout:
                 return self._record("qpowd", False, started, "no OK")
+            except AtModuleReset:
+                pass  # POWERED DOWN came before OK: wait for it to be counted below
             except ChannelClosed:
                 return self._record("qpowd", True, started, "serial port gone")
             while sup.powered_downs == mark and sup.port_lost is None:
