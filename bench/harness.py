@@ -205,6 +205,8 @@ class Emulator:
             "--baud", str(baud), "--turnaround", repr(turnaround), "--qiact-delay",
             repr(qiact_delay), "--boot-delay", repr(boot_delay), "--control", self.control_path,
         ]
+        if os.environ.get("MODEMD_BENCH_EMU_CPROFILE"):  # profiling aid: cProfile output file
+            self.args[1:1] = ["-m", "cProfile", "-o", os.environ["MODEMD_BENCH_EMU_CPROFILE"]]
         self.qiact_delay = qiact_delay
         self.boot_delay = boot_delay
         self.proc: trio.Process | None = None
@@ -311,6 +313,10 @@ class Daemon:
         env = python_env(self.src)
         env["NOTIFY_SOCKET"] = self.notify_path
         args = [sys.executable, "-m", "modemd.cli", "--config", str(self.config_path)]
+        if os.environ.get("MODEMD_BENCH_CPROFILE"):  # profiling aid: cProfile output file
+            args[1:1] = ["-m", "cProfile", "-o", os.environ["MODEMD_BENCH_CPROFILE"]]
+        if os.environ.get("MODEMD_BENCH_DAEMON_SCRIPT"):  # tracing aid: a wrapper around the cli
+            args[1:3] = [os.environ["MODEMD_BENCH_DAEMON_SCRIPT"]]
         log = open(self.tmp / "modemd.log", "ab")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._notifications, sock)
@@ -439,7 +445,10 @@ async def download(port: int, seconds: float | None, *, marks: bool = False,
     stream = await connect(port, DOWN)
     try:
         deadline = math.inf
+        no_data_by = time.perf_counter() + 30
         while time.perf_counter() < deadline and not (stop is not None and stop.is_set()):
+            if not checker.offset and time.perf_counter() > no_data_by:
+                raise Corrupted("download: no data within 30 s")
             with trio.move_on_after(0.5):
                 data = await stream.receive_some(MAX_IO)
                 if not data:
@@ -453,16 +462,21 @@ async def download(port: int, seconds: float | None, *, marks: bool = False,
 
 
 async def upload(port: int, servers: Servers, tag: int, seconds: float | None,
-                 stop: trio.Event | None = None) -> Checker:
-    """Send the pattern for `seconds` (or until `stop`); returns once the server has it all."""
+                 stop: trio.Event | None = None, size: int | None = None) -> Checker:
+    """Send the pattern for `seconds`, `size` bytes or until `stop`; returns once the server has
+    it all. (A paced upload is sized: the local socket buffers would otherwise queue many
+    seconds of line time beyond the window.)"""
     result = servers.expect_upload(tag)
     stream = await connect(port, UP, tag)
     offset = 0
     end = time.perf_counter() + seconds if seconds is not None else math.inf
+    size = size if size is not None else 1 << 62
     try:
-        while time.perf_counter() < end and not (stop is not None and stop.is_set()):
-            await stream.send_all(pattern_at(offset, 16384))
-            offset += 16384
+        while (time.perf_counter() < end and offset < size
+               and not (stop is not None and stop.is_set())):
+            n = min(16384, size - offset)
+            await stream.send_all(pattern_at(offset, n))
+            offset += n
         with trio.fail_after(60):
             while result.checker.offset < offset and not result.done.is_set():
                 await trio.sleep(0.005)

@@ -195,7 +195,9 @@ async def bulk(opts: Opts, report: Report, servers: Servers, emu: Emulator, daem
                         checker = await download(port, opts.window(baud))
                     else:
                         tag += 1
-                        checker = await upload(port, servers, tag, opts.window(baud))
+                        window = opts.window(baud)
+                        size = int(window * baud / 10) if baud else None
+                        checker = await upload(port, servers, tag, window, size=size)
                     c1, t1 = stats.cpu(), time.perf_counter()
                     good.add(checker.goodput())
                     cpu.add((c1 - c0) / (t1 - t0))

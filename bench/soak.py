@@ -127,6 +127,7 @@ class Soak:
     exit_seconds: float | None = None
     exit_code: int | None = None
     busy: int = 0
+    connect_errors: list = field(default_factory=list)
     emu_obj: Any = None
     not_serving_since: float | None = None
     dumped: bool = False
@@ -262,6 +263,9 @@ class Soak:
                 return "reset"
             if isinstance(leaf, OSError):
                 self.outcomes[f"errno:{leaf.errno}"] += 1
+                text = f"{kind}: {leaf!r} (cause {leaf.__cause__!r})"[:300]
+                if len(self.connect_errors) < 5 and text not in self.connect_errors:
+                    self.connect_errors.append(text)
                 return "connect_error"
             raise
         if send_error and bytes(got) != data:
@@ -548,6 +552,8 @@ def report(soak: Soak) -> str:
         f"- daemon log: {tracebacks} tracebacks; SIGTERM exit code {soak.exit_code} after "
         f"{soak.exit_seconds if soak.exit_seconds is None else round(soak.exit_seconds, 2)} s",
         "",
+        *[f"- connect error seen: `{e}`" for e in soak.connect_errors],
+        "",
         "| t (s) | RSS (KiB) | open fds | state | clients done |",
         "|---:|---:|---:|---|---:|",
     ]
@@ -609,7 +615,10 @@ def main() -> int:
     print(text)
     print(f"report: {path}")
     _, flat = verdict(soak)
-    return 0 if flat else 1
+    o = soak.outcomes
+    remote_closes = sum(1 for _, k, _ in soak.faults if k == "remote_close")
+    data_ok = o["corrupt"] == 0 and o["short_eof"] <= remote_closes
+    return 0 if flat and data_ok else 1
 
 
 if __name__ == "__main__":

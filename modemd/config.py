@@ -254,6 +254,7 @@ class ProxyConfig:
     queue_limit: int = 64
     linger_seconds: float = 30.0
     unacked_window: int = 8192
+    direct_push: bool = True
 
 
 @dataclass(frozen=True)
@@ -1073,13 +1074,14 @@ def _proxy(errors: list[str], data: Any) -> ProxyConfig:
         errors,
         data,
         "proxy",
-        ("queue_timeout", "queue_limit", "linger_seconds", "unacked_window"),
+        ("queue_timeout", "queue_limit", "linger_seconds", "unacked_window", "direct_push"),
     )
     return ProxyConfig(
         queue_timeout=t.number("queue_timeout", 30.0, 0, 3600),
         queue_limit=t.integer("queue_limit", 64, 0, 65535),
         linger_seconds=t.number("linger_seconds", 30.0, 0, 3600),
         unacked_window=t.integer("unacked_window", 8192, 1, 1 << 20),
+        direct_push=t.boolean("direct_push", True),
     )
 
 

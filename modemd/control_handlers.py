@@ -15,6 +15,7 @@ from .at.channel import AtError
 from .at.commands import OpenFailed, UrcTimeout
 from .at.protocol import Command
 from .control import ControlError
+from .logs import redact
 from .validate import check_hostname
 
 STATUS_QUERY_SECONDS = 3.0
@@ -95,7 +96,8 @@ def handlers(daemon) -> dict[str, Any]:
             )
         except AtError as exc:
             raise ControlError(str(exc)) from None
-        return {"lines": resp.lines, "final": resp.final}
+        # a query such as AT+QICSGP=1 echoes the APN credentials: they never leave the daemon
+        return {"lines": [redact(line) for line in resp.lines], "final": redact(resp.final)}
 
     return {
         "status": status, "connections": connections, "ping": ping, "resolve": resolve,

@@ -287,6 +287,8 @@ class Daemon:
             log.error("reload refused, configuration invalid:\n%s", exc)
             systemd.ready(self.link.status_text)
             return list(exc.errors)
+        for secret in (new.pdp.password, new.pdp.username):  # a changed password is never logged
+            register_secret(secret)
         new = dataclasses.replace(new, modem=self.cfg.modem)
         errors = await self.proxy.reload(new)
         self.cfg = new

@@ -171,6 +171,18 @@ class SerialPort:
             await trio.lowlevel.wait_readable(self.fd)
             waited = True
 
+    def write_nowait(self, data: bytes) -> int:
+        """Write what the tty takes now, without waiting (0 when it takes nothing); the AT channel
+        writes a QISEND payload the moment its prompt is parsed, without a task switch."""
+        try:
+            return os.write(self.fd, data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            if exc.errno in (errno.EIO, errno.ENXIO, errno.ENODEV):
+                raise SerialDisconnected(f"serial port {self.path} disappeared") from None
+            raise
+
     async def send_all(self, data: bytes) -> None:
         view = memoryview(data)
         while view:

@@ -308,7 +308,7 @@ SECTIONS = {
     "forward": ("name", "listen", "remote", "context_id", "mode", "group", "allow_non_loopback"),
     "listen": ("name", "protocol", "module_port", "target", "context_id"),
     "socks": ("listen", "mode", "group", "allow_non_loopback", "handshake_timeout", "max_clients"),
-    "proxy": ("queue_timeout", "queue_limit", "linger_seconds", "unacked_window"),
+    "proxy": ("queue_timeout", "queue_limit", "linger_seconds", "unacked_window", "direct_push"),
     "metrics": ("listen", "allow_non_loopback"),
     "control": ("socket", "mode", "group"),
     "log": ("level",),

@@ -160,6 +160,17 @@ def test_direct_push_payload():
     assert events[1] == UrcEvent('+QIURC: "recv",1,3')  # socket 1 is in buffer mode
 
 
+def test_direct_push_payload_is_delivered_when_its_line_end_arrives():
+    """The last push of a burst is not held back until some later line happens to come."""
+    p = AtProtocol()
+    p.set_push(0, True)
+    p.receive(b'\r\n+QIURC: "recv",0,5\r\nhello')
+    assert p.next_event() is None  # the line end (overrun check) is not here yet
+    p.receive(b"\r\n")
+    assert p.next_event() == UrcEvent('+QIURC: "recv",0,5', b"hello")
+    assert p.next_event() is None
+
+
 def test_late_final_after_abort_is_unknown():
     p = AtProtocol()
     p.send(Command("AT+QICLOSE=0"))

@@ -379,7 +379,7 @@ async def test_bulk_transfers_share_the_line_and_small_messages_stay_fast():
                         await c.send_all(b"ping")
                         assert await recv_exactly(c, 4) == b"ping"
                         rtts.append(trio.current_time() - t)
-                        await trio.sleep(0.02)
+                        await trio.sleep(0.005)  # direct push moves the bulk data in < 1 s
                     bulk_running = min(progress) < size
                     assert bulk_running, "the interactive exchange must overlap the bulk ones"
 

@@ -71,13 +71,17 @@ async def test_send_fail_is_backpressure_not_an_error():
 
 @pytest.mark.parametrize("family", ["bg96", "bc25"])
 async def test_lost_recv_urc_is_recovered_by_reconcile(family):
+    """Buffer mode (AT+QIRD): a lost "recv" URC is found by the reconcile poll. (Direct push has
+    no such URC to lose: its data arrives with it.)"""
     sup = SupervisorConfig(reconcile_interval=0.2)
+    buffer_mode = ProxyConfig(direct_push=False)
 
     async def hello(stream, server):
         await stream.send_all(b"hello after a lost URC")
         await trio.sleep_forever()
 
-    async with modem(family, supervisor_cfg=sup) as rig, tcp_server(hello) as server:
+    async with modem(family, supervisor_cfg=sup, proxy_cfg=buffer_mode) as rig, \
+            tcp_server(hello) as server:
         rig.emu.drop_recv_urc(1)
         msock = await rig.manager.open_client(1, "TCP", "127.0.0.1", server.port)
         with trio.fail_after(5):

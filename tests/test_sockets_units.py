@@ -129,6 +129,19 @@ async def test_scheduler_round_robin_and_idle_first():
     assert order.count("bulk1") == order.count("bulk2") == 6
 
 
+async def test_scheduler_cancelled_taker_keeps_no_slot():
+    """A caller cancelled while taking a free turn must not hold the slot forever."""
+    sched = TurnScheduler(depth=2)
+    for _ in range(3):
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            async with sched.turn("gone"):
+                raise AssertionError("a cancelled caller got its turn")
+    assert sched.busy == 0
+    async with sched.turn("next"):
+        assert sched.busy == 1
+
+
 class FakeSocket:
     def __init__(self, connect_id: int) -> None:
         self.connect_id = connect_id

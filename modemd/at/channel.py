@@ -2,9 +2,13 @@
 
 Two tasks share one sans-IO AtProtocol:
 - the reader feeds every byte to the protocol and routes its events: URCs to subscribers (trio memory
-  channels), prompts and final results to the writer;
-- the writer takes queued commands one at a time, writes each only after the previous one's final
-  result (manual note 1), answers the `>` prompt with the payload, and enforces the command's deadline.
+  channels; direct-push data to the socket layer's sink). It also acts on the command in flight at
+  once, without a task switch: it writes the QISEND payload when the `>` prompt is parsed, and when
+  a final result is parsed it finishes the command and writes the next queued one (manual note 1:
+  the next command only after the final result of the previous one; with `submit(after=...)` a
+  socket keeps its next QISEND queued, so nothing stands between SEND OK and the next command);
+- the writer starts a command when the channel is idle, writes what the tty did not take at once,
+  and enforces each command's deadline.
 
 A caller that is cancelled while its command is queued withdraws it; once written, the command runs to
 its final result or deadline anyway, so the module and the protocol never disagree about what is in
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
@@ -29,7 +35,7 @@ from .protocol import (
     Unknown,
     UrcEvent,
 )
-from .urc import ModuleReady, PoweredDown, Urc, parse_urc
+from .urc import ModuleReady, PoweredDown, Recv, Urc, parse_urc
 
 log = logging.getLogger("modemd.at")
 
@@ -56,6 +62,10 @@ class AtCommandError(AtError):
         return self.response.error_code
 
 
+class AtSkipped(AtError):
+    """Not written: the command it was queued behind (`submit(after=...)`) did not succeed."""
+
+
 class ChannelClosed(AtError):
     """The port went away or the channel stopped; the command was not (fully) executed."""
 
@@ -63,13 +73,6 @@ class ChannelClosed(AtError):
 class AtModuleReset(ChannelClosed):
     """The module rebooted (`RDY` / `POWERED DOWN`) with the command in flight: it will never
     answer, so the caller hears at once instead of waiting out the deadline."""
-
-
-class _Reset:
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
 
 
 class Transport(Protocol):
@@ -88,14 +91,24 @@ class Observer:
 
 
 class _Request:
-    __slots__ = ("command", "done", "response", "error", "withdrawn")
+    __slots__ = ("command", "done", "response", "error", "withdrawn", "after", "after_ok")
 
-    def __init__(self, command: Command) -> None:
+    def __init__(self, command: Command, after: _Request | None = None,
+                 after_ok: frozenset[str] = frozenset()) -> None:
         self.command = command
         self.done = trio.Event()
         self.response: Response | None = None
         self.error: BaseException | None = None
         self.withdrawn = False
+        self.after = after        # written only if this one ended with a final in after_ok
+        self.after_ok = after_ok
+
+    def succeeded(self, finals: frozenset[str]) -> bool:
+        response = self.response
+        return (
+            self.done.is_set() and self.error is None and response is not None
+            and response.final in finals and not response.corrupt
+        )
 
     def finish(self, response: Response | None = None, error: BaseException | None = None) -> None:
         self.response, self.error = response, error
@@ -110,21 +123,41 @@ class AtChannel:
         self.protocol = AtProtocol()
         self.observer = observer or Observer()
         self._queue_in, self._queue_out = trio.open_memory_channel(math.inf)
-        self._inbox_in, self._inbox_out = trio.open_memory_channel(math.inf)
+        self._writes: deque[bytes] = deque()  # what the tty did not take at once, in order
+        self._wake = trio.Event()              # the writer: written, finished, or more to write
+        self._started = 0.0                    # trio time the current command was written
+        self._deadline = math.inf
         self._subscribers: list[trio.MemorySendChannel[Urc]] = []
         self._current: _Request | None = None
         self._closed: BaseException | None = None
         self.last_rx = -math.inf       # trio time of the last byte read
         self.last_final = -math.inf    # trio time of the last final result (module is answering)
         self.commands_sent = 0
+        # direct-push data goes here, synchronously from the reader, instead of to subscribers
+        self.push_sink: Callable[[Recv], None] | None = None
+        # ... and the connect_id whose pushed data was corrupted (its connection cannot go on)
+        self.push_corrupt_sink: Callable[[int], None] | None = None
 
     # -- public API ---------------------------------------------------------------------------
     async def command(self, command: Command, *, check: bool = True) -> Response:
         """Run `command`; raise AtCommandError on ERROR/+CME ERROR when `check`, AtTimeout."""
+        return await self.wait(self.submit(command), check=check)
+
+    def submit(self, command: Command, *, after: _Request | None = None,
+               after_ok: frozenset[str] = frozenset()) -> _Request:
+        """Queue `command` without waiting for it (see `wait`). With `after`, it is written only
+        if that earlier request ended with a final result in `after_ok`, else it ends with
+        AtSkipped: a socket keeps its next QISEND queued behind the one in flight (pipelining:
+        the channel writes it the moment SEND OK arrives) without ever sending out of order."""
         if self._closed is not None:
             raise ChannelClosed(str(self._closed) or "AT channel is closed")
-        request = _Request(command)
+        request = _Request(command, after, after_ok)
         self._queue_in.send_nowait(request)
+        return request
+
+    async def wait(self, request: _Request, *, check: bool = True) -> Response:
+        """The response of a submitted request; a caller cancelled while it is still queued
+        withdraws it (once written, it runs to its final result anyway)."""
         try:
             await request.done.wait()
         except trio.Cancelled:
@@ -176,8 +209,10 @@ class AtChannel:
         if not isinstance(reason, ChannelClosed):
             reason = ChannelClosed(str(reason))
         self._closed = reason
+        self._writes.clear()
         if self._current is not None and not self._current.done.is_set():
             self._current.finish(error=reason)
+        self._current = None
         while True:
             try:
                 self._queue_out.receive_nowait().finish(error=reason)
@@ -195,14 +230,29 @@ class AtChannel:
     def _dispatch(self, event: object) -> None:
         if isinstance(event, UrcEvent):
             urc = parse_urc(event.text, event.payload)
+            if event.corrupt:  # line noise inside pushed data: those bytes are never delivered
+                log.warning("pushed payload longer than announced (line noise): %r", event.text)
+                self.observer.unknown_line(event.text)
+                if self.push_corrupt_sink is not None and isinstance(urc, Recv):
+                    self.push_corrupt_sink(urc.connect_id)
+                return
+            if event.payload is not None and self.push_sink is not None and isinstance(urc, Recv):
+                self.observer.urc(urc)
+                self.push_sink(urc)
+                return
             self._publish(urc)
             if isinstance(urc, (ModuleReady, PoweredDown)) and self.protocol.in_flight is not None:
                 self.protocol.abort()
-                self._inbox_in.send_nowait(_Reset(urc.text))
-        elif isinstance(event, (Done, PromptWanted)):
-            if isinstance(event, Done):
-                self.last_final = trio.current_time()
-            self._inbox_in.send_nowait(event)
+                current = self._current
+                if current is not None:
+                    self._end_current(error=AtModuleReset(
+                        f"{current.command.name}: the module reset ({urc.text}) before answering"
+                    ))
+        elif isinstance(event, PromptWanted):
+            self._write(self.protocol.send_data())  # the payload, right now
+        elif isinstance(event, Done):
+            self.last_final = trio.current_time()
+            self._end_current(response=event.response)
         elif isinstance(event, Unknown):
             log.warning("unexpected line from module: %r", event.text[:200])
             self.observer.unknown_line(event.text)
@@ -218,49 +268,91 @@ class AtChannel:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(send)
 
-    async def _writer(self) -> None:
-        async for request in self._queue_out:
-            if request.withdrawn:
-                continue
-            self._current = request
-            await self._execute(request)
-            self._current = None
-
-    async def _execute(self, request: _Request) -> None:
-        command = request.command
-        self._drain_inbox()
-        started = trio.current_time()
+    def _write_nowait(self, data: bytes) -> int:
+        """What the transport takes without waiting (0 if it cannot say: the writer sends it)."""
+        write = getattr(self.transport, "write_nowait", None)
+        if write is None:
+            return 0
         try:
-            line = self.protocol.send(command)
+            return write(data)
+        except Exception:  # noqa: BLE001 - the writer's send_all raises it properly
+            return 0
+
+    def _write(self, data: bytes) -> None:
+        """Write now what the tty takes; the writer task sends the rest, in order."""
+        if not self._writes:
+            sent = self._write_nowait(data)
+            if sent == len(data):
+                return
+            data = data[sent:]
+        self._writes.append(data)
+        self._wake.set()
+
+    def _start(self, request: _Request) -> None:
+        """Write `request` (the channel is idle) unless it was withdrawn or its guard failed."""
+        if request.withdrawn:
+            return
+        after = request.after
+        if after is not None and not after.succeeded(request.after_ok):
+            request.finish(error=AtSkipped(
+                f"{request.command.name}: not sent, the command before it did not succeed"
+            ))
+            return
+        try:
+            line = self.protocol.send(request.command)
         except ProtocolError as exc:  # a malformed command line fails its caller, not the channel
             request.finish(error=exc)
             return
-        await self.transport.send_all(line)
+        self._current = request
+        self._started = trio.current_time()
+        self._deadline = self._started + request.command.timeout
         self.commands_sent += 1
-        with trio.move_on_after(command.timeout):
-            async for event in self._inbox_out:
-                if isinstance(event, PromptWanted):
-                    await self.transport.send_all(self.protocol.send_data())
-                    continue
-                if isinstance(event, _Reset):
-                    request.finish(error=AtModuleReset(
-                        f"{command.name}: the module reset ({event.text}) before answering"
-                    ))
-                    return
-                assert isinstance(event, Done)
-                final = event.response.final
-                self.observer.command_done(command.name, trio.current_time() - started, final)
-                request.finish(event.response)
+        self._write(line)
+
+    def _start_next(self) -> None:
+        while self._current is None:
+            try:
+                request = self._queue_out.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
                 return
+            self._start(request)
+
+    def _end_current(self, response: Response | None = None,
+                     error: BaseException | None = None) -> None:
+        """The command in flight ended (reader: final result or module reset): tell its caller
+        and write the next queued command at once."""
+        request = self._current
+        if request is None:
+            return
+        self._current = None
+        if response is not None:
+            self.observer.command_done(
+                request.command.name, trio.current_time() - self._started, response.final
+            )
+        request.finish(response, error)
+        self._start_next()
+        self._wake.set()
+
+    async def _writer(self) -> None:
+        while True:
+            while self._writes:
+                await self.transport.send_all(self._writes[0])
+                self._writes.popleft()
+            current = self._current
+            if current is None:
+                self._start(await self._queue_out.receive())
+                continue
+            self._wake = trio.Event()
+            with trio.move_on_at(self._deadline):
+                await self._wake.wait()
+                continue  # finished (maybe the next one started), or something to write
+            if self._current is current:
+                self._timeout(current)
+
+    def _timeout(self, request: _Request) -> None:
+        command = request.command
         self.protocol.abort()
+        self._current = None
         self.observer.command_timeout(command.name)
         log.warning("%s: no final result within %g s", command.name, command.timeout)
         request.finish(error=AtTimeout(command, command.timeout))
-
-    def _drain_inbox(self) -> None:
-        """Drop results of a command that timed out earlier and answered late."""
-        while True:
-            try:
-                self._inbox_out.receive_nowait()
-            except trio.WouldBlock:
-                return

@@ -67,6 +67,11 @@ class Framer:
         self._prompt = on
 
     @property
+    def awaiting_end(self) -> bool:
+        """A payload was just taken and the byte after it (the line end) has not arrived yet."""
+        return self._check_end
+
+    @property
     def buffered(self) -> int:
         return len(self._buf)
 

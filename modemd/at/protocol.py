@@ -13,7 +13,7 @@ lines that arrive are classified and how the next bytes are framed:
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .framer import Framer, Line, Overrun, Payload, Prompt
@@ -91,6 +91,7 @@ class Response:
 class UrcEvent:
     text: str
     payload: bytes | None = None
+    corrupt: bool = False  # a pushed payload ran past its announced length: never deliver it
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +126,8 @@ class AtProtocol:
         self._response: Response | None = None
         self._got_ok = False
         self._urc_payload: str | None = None
+        self._held_push: tuple[str, bytes] | None = None  # until its line end is seen
+        self._ready: deque[ProtocolEvent] = deque()
         self._push_ids: set[int] = set()
         self.counters: Counter[str] = Counter()
 
@@ -157,6 +160,8 @@ class AtProtocol:
         self.abort()
         self.framer.reset()
         self._urc_payload = None
+        self._held_push = None
+        self._ready.clear()
         self._push_ids.clear()
 
     def set_push(self, connect_id: int, on: bool) -> None:
@@ -169,12 +174,25 @@ class AtProtocol:
 
     def next_event(self) -> ProtocolEvent | None:
         while True:
+            if self._ready:
+                return self._ready.popleft()
             ev = self.framer.next_event()
             if ev is None:
+                if self._held_push is not None and not self.framer.awaiting_end:
+                    text, data = self._held_push  # its line end arrived: deliver it now, not
+                    self._held_push = None        # when the next line happens to come
+                    return UrcEvent(text, data)
                 return None
+            if self._held_push is not None:  # a pushed payload is delivered once its end is sane
+                text, data = self._held_push
+                self._held_push = None
+                if isinstance(ev, Overrun):
+                    self.counters["payload_overruns"] += 1
+                    return UrcEvent(text, data, corrupt=True)
+                self._ready.append(UrcEvent(text, data))
             out = self._handle(ev)
             if out is not None:
-                return out
+                self._ready.append(out)
 
     def _handle(self, ev: Line | Prompt | Payload | Overrun) -> ProtocolEvent | None:
         if isinstance(ev, Payload):
@@ -192,8 +210,8 @@ class AtProtocol:
 
     def _payload(self, data: bytes) -> ProtocolEvent | None:
         if self._urc_payload is not None:
-            text, self._urc_payload = self._urc_payload, None
-            return UrcEvent(text, data)
+            self._held_push, self._urc_payload = (self._urc_payload, data), None
+            return None
         if self._response is not None:
             self._response.payload = (self._response.payload or b"") + data
             return None

@@ -5,7 +5,7 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
     hang on|off            power off|on|pwrkey       pdpdeact [<ctx>]      close <connect_id>
     sendfail <n>           droprecv <n>              qiactfail <n>         qideactfail <n>
     garbage <hex>          openfail <code>           qisenderror <n>       qirderror <n>
-    qirdfault garbage|reset|off                      sockets
+    qirdfault garbage|reset|off                      sockets               count <prefix>
     qiact_delay <sec>      turnaround <sec>          baud <n>              interleave on|off
     listenport <port>      sim ready|absent          register on|off       host <name>=<ip>
     status                 help
@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover
 HELP = (
     "commands: hang on|off, power off|on|pwrkey, pdpdeact [ctx], close <id>, sendfail <n>, "
     "droprecv <n>, qiactfail <n>, qideactfail <n>, garbage <hex>, openfail <code>, qisenderror <n>, "
-    "qirderror <n>, qirdfault garbage|reset|off, sockets, qiact_delay <s>, turnaround <s>, baud <n>, "
+    "qirderror <n>, qirdfault garbage|reset|off, sockets, count <prefix>, qiact_delay <s>, turnaround <s>, baud <n>, "
     "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, status"
 )
 MAX_LINE = 4096
@@ -85,6 +85,8 @@ async def run_command(emu: Emulator, line: str) -> str:
             session = emu._session
             socks = sorted(session.sockets.values(), key=lambda x: x.cid) if session else []
             return "ok " + " ".join(f"{x.cid}:{x.state}" for x in socks) if socks else "ok"
+        if cmd == "count" and len(args) == 1:  # AT command lines received that start so
+            return f"ok {sum(1 for c in emu.commands if c.upper().startswith(args[0].upper()))}"
         if cmd not in KNOWN:
             return f"error unknown command {cmd!r} ({HELP})"
         if len(args) != 1 and not (cmd == "pdpdeact" and not args):

@@ -238,6 +238,7 @@ class Emulator:
         sock = session.sockets.get(connect_id) if session is not None else None
         if sock is None:
             raise LookupError(f"no socket with connect_id {connect_id}")
+        sock.take_pending()
         sock.kill()
         sock.peer_closed()
 
@@ -273,8 +274,9 @@ class Emulator:
 
     def qird_fault(self, kind: str | None) -> None:
         """Mangle the next non-empty QIRD answer: "garbage" inserts a few noise bytes in the middle
-        of its payload (the header's length stays, so the payload overruns); "reset" stops after
-        half of the payload and reboots the module (RDY follows). None: cancel."""
+        of its payload (the header's length stays, so the payload overruns; a direct-push URC gets
+        the same if it comes first); "reset" stops after half of the payload and reboots the
+        module (RDY follows). None: cancel."""
         if kind not in (None, "garbage", "reset"):
             raise ValueError(f"expected garbage or reset, got {kind!r}")
         self._qird_fault = kind

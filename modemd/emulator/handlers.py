@@ -621,6 +621,7 @@ class Handlers:
             with trio.move_on_after(timeout):
                 await sock.wait_drained()
         sock.kill()
+        self.s.drop_pushes(sock)
         self.s.forget(sock)
 
     def qistate_line(self, sock: ModSocket) -> str:
@@ -876,7 +877,7 @@ class Handlers:
         return self.ok()
 
     async def _flush_to_push(self, sock: ModSocket) -> None:
-        while sock.rx.size and sock.mode == 1:
+        while sock.rx.size and sock.mode == 1 and not sock.dead:
             n = None if sock.service == SERVICE else self.f.read_max
             data, ip, port = sock.read(n)
             await self.s.push_data(sock, data, ip, port)

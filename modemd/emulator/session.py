@@ -155,7 +155,8 @@ class Session:
         self.accepting = False  # booted: the UART takes commands
         self.stopping = False  # powering down: ignore everything
         self.nursery: trio.Nursery | None = None
-        self._urcs: deque[tuple[bytes, trio.Event | None]] = deque()
+        # (frame, set once it is on the line, the socket whose pushed data it carries)
+        self._urcs: deque[tuple[bytes, trio.Event | None, ModSocket | None]] = deque()
         self._urc_ready = trio.Event()
         # module state
         self.echo = True
@@ -244,12 +245,14 @@ class Session:
     def urc(self, line: str | bytes) -> None:
         self.urc_frame(frame(line))
 
-    def urc_frame(self, data: bytes, done: trio.Event | None = None) -> None:
+    def urc_frame(
+        self, data: bytes, done: trio.Event | None = None, owner: ModSocket | None = None
+    ) -> None:
         if self.stopping or self.emu._hung:
             if done is not None:
                 done.set()
             return
-        self._urcs.append((data, done))
+        self._urcs.append((data, done, owner))
         self._urc_ready.set()
 
     def recv_urc(self, sock: ModSocket) -> None:
@@ -269,6 +272,11 @@ class Session:
         else:
             head = f'+QIURC: "recv",{sock.cid},{len(data)}'
         data = self.handlers.render_recv(data)
+        if self.emu._qird_fault == "garbage":  # fault injection: noise inside the pushed data
+            from .handlers import GARBAGE
+
+            self.emu._qird_fault = None
+            data = data[: len(data) // 2] + GARBAGE + data[len(data) // 2 :]
         if self.qicfg.get("viewmode", [0])[0] == 1:
             return b"\r\n" + head.encode() + b"," + data + b"\r\n"
         return b"\r\n" + head.encode() + b"\r\n" + data + b"\r\n"
@@ -278,7 +286,7 @@ class Session:
         step = self.family.read_max
         for i in range(0, len(data), step):
             done = trio.Event()
-            self.urc_frame(self.push_frame(sock, data[i : i + step], ip, port), done)
+            self.urc_frame(self.push_frame(sock, data[i : i + step], ip, port), done, sock)
             await done.wait()
 
     async def _urc_writer(self) -> None:
@@ -287,18 +295,34 @@ class Session:
                 self._urc_ready = trio.Event()
                 await self._urc_ready.wait()
             async with self.out_lock:
-                # everything queued so far goes out at this line boundary
-                while self._urcs:
-                    data, done = self._urcs.popleft()
+                # what is queued now goes out at this line boundary; URCs queued meanwhile wait
+                # for the next turn, so a command's answer waiting for the line is not starved
+                # by a stream of direct pushes (the lock is fair)
+                for _ in range(len(self._urcs)):
+                    if not self._urcs:
+                        break
+                    data, done, _ = self._urcs.popleft()
                     try:
                         await self.write(data)
                     finally:
                         if done is not None:
                             done.set()
 
+    def drop_pushes(self, sock: ModSocket) -> None:
+        """The host closed the socket: its pushed data still waiting for the line is discarded
+        (no push for a connect_id follows the AT+QICLOSE answer)."""
+        kept: deque[tuple[bytes, trio.Event | None, ModSocket | None]] = deque()
+        for item in self._urcs:
+            if item[2] is sock:
+                if item[1] is not None:
+                    item[1].set()
+            else:
+                kept.append(item)
+        self._urcs = kept
+
     def drop_urcs(self) -> None:
         while self._urcs:
-            _, done = self._urcs.popleft()
+            _, done, _ = self._urcs.popleft()
             if done is not None:
                 done.set()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import socket as stdsocket
 import struct
 import termios
@@ -201,6 +202,31 @@ class ModSocket:
         self.tx_dgrams.clear()
         self._tx_drained.set()
 
+    def take_pending(self) -> None:
+        """The peer closes gracefully: what it sent before its FIN (already in the real socket's
+        receive queue) stays deliverable - buffered, or pushed ahead of the "closed" URC."""
+        if not self.is_stream or not isinstance(self.real, trio.SocketStream) or self.dead:
+            return
+        fd = self.real.socket.fileno()
+        session = self.session
+        while True:
+            try:
+                data = os.read(fd, _READ_CHUNK)
+            except OSError:  # BlockingIOError: nothing (more) pending
+                return
+            if not data:
+                return
+            self.total_recv += len(data)
+            if self.mode == 1 and not self.rx.size:
+                step = session.family.read_max
+                for i in range(0, len(data), step):
+                    session.urc_frame(session.push_frame(self, data[i : i + step], "", 0))
+                continue
+            self.rx.put(data)
+            if self.armed and self.mode != 1:
+                self.armed = False
+                session.recv_urc(self)
+
     def peer_closed(self) -> None:
         """The remote end went away: state closing, one "closed" URC, unread data stays."""
         self.state = CLOSING
@@ -295,7 +321,10 @@ class ModSocket:
         """Data from the real socket: push it (direct push) or buffer it (buffer mode)."""
         self.total_recv += len(data)
         if self.mode == 1:
-            await self.session.push_data(self, data, ip, port)
+            if self.rx.size:  # AT+QISWTMD's flush is still pushing the buffer: queue behind it
+                self.rx.put(data, ip, port)
+            else:
+                await self.session.push_data(self, data, ip, port)
             return
         self.rx.put(data, ip, port)
         if self.armed:

@@ -109,6 +109,7 @@ class Profile:
     has_qisendex: bool = True
     has_transparent: bool = True
     has_pdpdeact_urc: bool = True
+    direct_push: bool = True      # access mode 1 and AT+QISWTMD: TCP data pushed as it arrives
     ntp_command: str | None = "AT+QNTP"
     ip_types: tuple[str, ...] = ("ipv4", "ipv6", "ipv4v6")
     tcp_listener: bool = True

@@ -1,5 +1,9 @@
 """The one URC consumer of the socket layer: routes socket URCs by connect_id to their owner.
 
+Direct-push data does not wait in the URC subscription: the AT channel's reader hands it to
+`route_push` at once (a full subscription drops URCs, which is harmless for a "recv" notice and
+fatal for data).
+
 Handlers run synchronously in the dispatcher task and never send AT commands: they set flags and wake
 the socket's tasks (a handler that awaited the channel would deadlock behind its own reader).
 """
@@ -13,6 +17,7 @@ from collections.abc import Callable
 import trio
 
 from ..at.urc import Closed, Incoming, IncomingFull, OpenResult, Recv, Urc
+from .errors import COMMAND_ERROR, ConnectionLost
 from .socket import ModuleSocket
 
 log = logging.getLogger("modemd.sockets")
@@ -47,7 +52,10 @@ class UrcDispatcher:
 
     def route(self, urc: Urc) -> None:
         if isinstance(urc, Recv):
-            self._to_socket(urc.connect_id, "recv", lambda s: s.on_recv())
+            if urc.data is not None:
+                self.route_push(urc)
+            else:
+                self._to_socket(urc.connect_id, "recv", lambda s: s.on_recv())
         elif isinstance(urc, Closed):
             self._to_socket(urc.connect_id, "closed", lambda s: s.on_closed())
         elif isinstance(urc, OpenResult):
@@ -58,6 +66,26 @@ class UrcDispatcher:
         elif isinstance(urc, IncomingFull):
             self.counts["incoming_full"] += 1
             self._on_incoming_full(urc)
+
+    def route_push(self, urc: Recv) -> None:
+        """Direct-push data, handed over synchronously by the AT channel's reader (never queued
+        behind other URCs, never dropped): the data path's fast lane."""
+        self.counts["push"] += 1
+        sock = self.sockets.get(urc.connect_id)
+        if sock is None:
+            self.orphans += 1
+            log.warning("%d pushed bytes for connect_id %d, which no socket owns: dropped",
+                        len(urc.data or b""), urc.connect_id)
+            return
+        sock.on_push(urc.data or b"")
+
+    def push_corrupt(self, connect_id: int) -> None:
+        """Line noise ran a pushed payload past its length: its bytes are dropped, so the stream
+        has a hole and the connection is reset (never continued, never a clean EOF)."""
+        self.counts["push_corrupt"] += 1
+        sock = self.sockets.get(connect_id)
+        if sock is not None:
+            sock.fail(ConnectionLost(COMMAND_ERROR, "pushed data corrupted by line noise"))
 
     def _to_socket(
         self, connect_id: int, kind: str, handler: Callable[[ModuleSocket], None]

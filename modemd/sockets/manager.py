@@ -55,6 +55,7 @@ def settings_from(proxy_cfg: Any, supervisor_cfg: Any) -> SocketSettings:
         reconcile_interval=getattr(
             supervisor_cfg, "reconcile_interval", defaults.reconcile_interval
         ),
+        direct_push=getattr(proxy_cfg, "direct_push", defaults.direct_push),
     )
 
 
@@ -127,6 +128,8 @@ class SocketManager:
         if self._dispatch_scope is not None:
             self._dispatch_scope.cancel()
         urcs = at.channel.subscribe(SUBSCRIBE_BUFFER)
+        at.channel.push_sink = self.dispatcher.route_push
+        at.channel.push_corrupt_sink = self.dispatcher.push_corrupt
         self._dispatch_at = at
         self._dispatch_scope = scope = trio.CancelScope()
         self._nursery.start_soon(self._dispatch, urcs, scope)
@@ -246,6 +249,7 @@ class SocketManager:
                 result = await self._open_on(env, msock)
                 if result == 0:
                     msock.state = "open"
+                    self._govern(msock)
                     self.stats.opened += 1
                     self.link.report_open(context_id, True)
                     log.info("connect_id %d opened: %s %s", msock.connect_id, service_type,
@@ -296,11 +300,32 @@ class SocketManager:
             await self._discard(msock)
             raise
 
+    def _push_capable(self, env: SocketEnv, service_type: str) -> bool:
+        """Direct push for TCP streams, where enabled and a governor can run (see socket.py)."""
+        return (
+            service_type in ("TCP", "TCP INCOMING") and env.settings.direct_push
+            and env.profile.direct_push and self._nursery is not None
+        )
+
+    def _govern(self, msock: ModuleSocket) -> None:
+        """Start the push governor of a socket that may push (it ends with close_socket)."""
+        if msock.push_capable and self._nursery is not None:
+            self._nursery.start_soon(self._run_governor, msock, msock.governor_scope)
+
+    @staticmethod
+    async def _run_governor(msock: ModuleSocket, scope: trio.CancelScope) -> None:
+        with scope:
+            await msock.push_governor()
+
     async def _qiopen(self, env: SocketEnv, msock: ModuleSocket) -> int:
+        push = self._push_capable(env, msock.service_type)
+        if push:  # the framing must know before the first push can arrive
+            env.at.channel.set_push(msock.connect_id, True)
+            msock.push_capable = msock.pushing = True
         try:
             await env.at.qiopen(
                 msock.context_id, msock.connect_id, msock.service_type, msock.host, msock.port,
-                msock.local_port, 0,
+                msock.local_port, 1 if push else 0,
             )
         except AtCommandError as exc:
             if exc.code is not None:
@@ -357,10 +382,13 @@ class SocketManager:
         if msock.state in ("closing", "closed"):
             return
         msock.state = "closing"
+        msock.governor_scope.cancel()
         ok = False
         if self._same_session(msock):
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
                 ok = await self._qiclose(msock.env.at, msock.connect_id)
+        if msock.push_capable:
+            msock.env.at.channel.set_push(msock.connect_id, False)
         self.dispatcher.unregister(msock)
         self.scheduler.forget(msock.connect_id)
         assert self.pool is not None
@@ -399,8 +427,10 @@ class SocketManager:
         msock.connect_id, msock.state, msock.server_id = urc.connect_id, "open", urc.server_id
         msock.generation = self.link.module_generation
         msock.label = listener.label if listener else ""
+        msock.push_capable = self._push_capable(env, "TCP INCOMING")  # buffer mode until drained
         self._displace(pool.claim(urc.connect_id, msock), env)
         self.dispatcher.register(msock)
+        self._govern(msock)
         self.stats.accepted += 1
         log.info("connect_id %d opened: incoming from %s (server %d)", urc.connect_id,
                  msock.remote, urc.server_id, extra=log_fields(msock))

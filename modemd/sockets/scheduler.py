@@ -50,11 +50,31 @@ class TurnScheduler:
         finally:
             self._release()
 
-    async def _take(self, key: Hashable) -> None:
+    async def take(self, key: Hashable) -> None:
+        """Take a slot without the context manager (pipelining holds one per queued command);
+        every successful take() needs exactly one release()."""
+        await self._take(key)
+
+    def try_take(self, key: Hashable) -> bool:
+        """Take a free slot now or not at all: a socket that already holds one must never wait
+        for a second (two sockets each holding one and waiting for another stop every command)."""
         if self.busy < self.depth and not self._waiting:
             self.busy += 1
             self._mark(key)
-            await trio.lowlevel.checkpoint()
+            return True
+        return False
+
+    def release(self) -> None:
+        self._release()
+
+    async def _take(self, key: Hashable) -> None:
+        if self.busy < self.depth and not self._waiting:
+            # cancellation is checked before the slot is taken: a caller cancelled here must not
+            # keep a slot it never gets to release (two such leaks stopped every data command)
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self.busy += 1
+            self._mark(key)
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         self._seq += 1
         turn = _Turn(key, self._seq)

@@ -1,19 +1,31 @@
 """One module socket (one connect_id): the send, receive and ACK engine over the AT channel.
 
-URC handlers (`on_recv`, `on_closed`, `on_open_result`) only set flags and wake tasks; every AT command
-is issued by the task that needs it. Data commands take a turn from the scheduler so one bulk socket
-cannot starve the others. Nothing here buffers more than one QISEND chunk or one QIRD answer.
+URC handlers (`on_recv`, `on_push`, `on_closed`, `on_open_result`) only set flags, queue pushed data
+and wake tasks; every AT command is issued by the task that needs it. Data commands take a turn from
+the scheduler so one bulk socket cannot starve the others.
+
+Receiving has two modes (manual: access mode 0 "buffer", 1 "direct push"):
+- push: the module writes the data to the port as it arrives (`+QIURC: "recv",id,len` + payload), so
+  no AT+QIRD round trip stands between 1500-byte chunks. Pushed data waits in a small queue until the
+  local side takes it; once more than PUSH_HIGH bytes wait (the local reader lags), the push governor
+  switches the socket to buffer mode (AT+QISWTMD=id,0): the module's buffer, then the remote's TCP
+  window hold the rest. Memory per socket stays at PUSH_HIGH plus what was already on the line.
+- buffer: AT+QIRD per chunk, at the pace the local side takes the data (back-pressure). When a read
+  finds the module's buffer empty, the local side is keeping up again: back to push (AT+QISWTMD=id,1).
+Nothing else here buffers more than one QISEND chunk or one QIRD answer.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import trio
 
-from ..at.channel import AtCommandError, AtTimeout, ChannelClosed
+from ..at.channel import AtCommandError, AtSkipped, AtTimeout, ChannelClosed
 from ..at.commands import QuectelAt, ReadResult
 from ..profiles import Profile
 from .errors import (
@@ -36,7 +48,13 @@ SERVER_TYPES = frozenset({"TCP LISTENER", "UDP SERVICE"})
 SEND_BACKOFF = (0.005, 1.0)   # SEND FAIL: the module's send buffer is full; retry from 5 ms to 1 s
 ACK_BACKOFF = (0.005, 1.0)    # unacked window full: poll AT+QISEND=id,0 from 5 ms to 1 s
 SEND_ERROR_RETRIES = 3        # QISEND ERROR on a socket that did not report "closed"
+PIPELINE = 2                  # QISENDs one socket keeps queued: the next is written at SEND OK
+SEND_OK = frozenset({"SEND OK"})
 INCOMING_BACKLOG = 16         # accepted module connections waiting for the proxy
+PUSH_HIGH = 64 * 1024         # pushed bytes the local side has not taken: above this, buffer mode
+LAG_CONFIRM = 0.01            # s the queue must stay above PUSH_HIGH (not a burst from one read)
+FAST_CONSUMER = 0.002         # s from handing data over to the next receive(): keeping up ...
+FAST_STREAK = 4               # ... this many times in a row: push again
 
 EMPTY = ReadResult(b"")
 
@@ -47,6 +65,7 @@ class SocketSettings:
     ack_poll_interval: float = 5.0
     ack_poll_count: int = 24
     reconcile_interval: float = 10.0
+    direct_push: bool = True
 
 
 @dataclass
@@ -94,6 +113,18 @@ class ModuleSocket:
         self._rx = Signal()
         self._rx_more = False
         self._eof = False
+        # direct push (see the module docstring)
+        self.push_capable = False  # a TCP stream the module may push for (set by the manager)
+        self.pushing = False       # the module's mode for this socket, as its last OK said
+        self.mode_switches = 0
+        self._pushed: deque[bytes] = deque()
+        self.pushed_bytes = 0      # pushed, not yet taken by receive()
+        self.pushed_peak = 0
+        self._lagging = Signal()   # wakes the push governor
+        self._mode_lock = trio.Lock()
+        self._handed_at: float | None = None  # when receive() last returned data
+        self._fast_streak = 0
+        self.governor_scope = trio.CancelScope()  # cancelled by the manager's close_socket
         self._incoming_in, self.incoming = trio.open_memory_channel(INCOMING_BACKLOG)
 
     def __repr__(self) -> str:
@@ -116,6 +147,20 @@ class ModuleSocket:
     # -- URC side (never awaits, never sends AT) ----------------------------------------------
     def on_recv(self) -> None:
         self._rx.set()
+
+    def on_push(self, data: bytes) -> None:
+        """Direct push: the payload of a `+QIURC: "recv",id,len` (kept in order, never dropped)."""
+        self._pushed.append(data)
+        size = len(data)
+        self.pushed_bytes += size
+        if self.pushed_bytes > self.pushed_peak:
+            self.pushed_peak = self.pushed_bytes
+        self.bytes_received += size
+        self.env.stats.bytes_received += size
+        self.env.stats.bytes_pushed += size
+        self._rx.set()
+        if self.pushed_bytes > PUSH_HIGH and self.pushing:
+            self._lagging.set()
 
     def on_closed(self) -> None:
         if self.state in ("closing", "closed"):
@@ -167,16 +212,100 @@ class ModuleSocket:
 
     async def receive_result(self) -> ReadResult:
         """Like receive(), with the sender's address (UDP SERVICE)."""
-        while not self._eof:
+        if self._handed_at is not None:  # how fast the local side took the last chunk
+            quick = trio.current_time() - self._handed_at < FAST_CONSUMER
+            self._fast_streak = self._fast_streak + 1 if quick else 0
+            self._handed_at = None
+        result = await self._receive()
+        if result.data:
+            self._handed_at = trio.current_time()
+        return result
+
+    async def _receive(self) -> ReadResult:
+        while True:
+            if self._pushed:
+                return ReadResult(self._take_pushed())
+            if self._eof:
+                return EMPTY
+            if self.pushing:
+                if self.remote_closed:
+                    # all pushes came before "closed"; stop pushing, then read what the module
+                    # may still hold (lossless close), in buffer mode
+                    await self._switch_mode(False, final=True)
+                    continue
+                if self.failure is not None:
+                    raise self.failure
+                self._rx.clear()
+                await self._rx.wait()  # a push, "closed", a failure or the switch to buffer
+                continue
+            if self._fast_streak >= FAST_STREAK and self._may_push():
+                # the local side takes every chunk at once: it was a burst (or this process
+                # itself) that filled the queue, not a slow reader
+                await self._switch_mode(True)
+                continue
             if self._rx_more or self._rx.is_set() or self.remote_closed:
                 result = await self._drain_step()
                 if result.data:
                     return result
+                if self._may_push():  # the module's buffer is empty: the local side keeps up
+                    await self._switch_mode(True)
                 continue
             result = await self._wait_readable()
             if result is not None:
                 return result
-        return EMPTY
+
+    def _take_pushed(self) -> bytes:
+        """The oldest pushed chunk (at most one module read's worth: the proxy's buffers stay
+        at one QIRD answer per connection whichever mode the data came in)."""
+        data = self._pushed.popleft()
+        self.pushed_bytes -= len(data)
+        return data
+
+    def _may_push(self) -> bool:
+        return (
+            self.push_capable and not self.remote_closed and self.failure is None
+            and self.state == "open" and self.env.settings.direct_push
+        )
+
+    async def _switch_mode(self, push: bool, *, final: bool = False) -> None:
+        """AT+QISWTMD=id,1|0. The protocol frames this id's recv URCs as push from before the
+        switch until the socket is closed: pushes already on the line may follow the OK."""
+        async with self._mode_lock:
+            if self.pushing == push:
+                return
+            if push:
+                self.env.at.channel.set_push(self.connect_id, True)
+            try:
+                await self._run(self.env.at.qiswtmd, self.connect_id, 1 if push else 0)
+            except AtCommandError:
+                if push:
+                    self.push_capable = False  # refused: this socket stays in buffer mode
+                    return
+                if not final:
+                    self._lagging.set()  # the governor retries; the receive path drains anyway
+                    return
+            self.pushing = push
+            self.mode_switches += 1
+            self.env.stats.mode_switches += 1
+            if not push:
+                self._rx_more = True  # the module may hold data now: read before waiting
+            self._rx.set()
+
+    async def push_governor(self) -> None:
+        """Run while the socket is open: back to buffer mode when the local side lags."""
+        try:
+            while True:
+                await self._lagging.wait()
+                self._lagging.clear()
+                if self.pushing and self.pushed_bytes > PUSH_HIGH and not self.remote_closed:
+                    await trio.sleep(LAG_CONFIRM)
+                if self.pushing and self.pushed_bytes > PUSH_HIGH and not self.remote_closed:
+                    self._fast_streak = 0
+                    await self._switch_mode(False)
+                    if self.pushing:
+                        await trio.sleep(0.1)  # refused; try again shortly
+        except SocketError:
+            return  # the socket failed; its owner hears it through `failed`
 
     async def _drain_step(self) -> ReadResult:
         """One QIRD; the URC is edge-triggered, so keep reading until the buffer is empty."""
@@ -234,11 +363,69 @@ class ModuleSocket:
 
     # -- send path ----------------------------------------------------------------------------
     async def send(self, data: bytes) -> None:
-        """Send a stream chunk as fixed-length QISENDs of at most profile.max_send bytes."""
+        """Send a stream chunk as fixed-length QISENDs of at most profile.max_send bytes.
+
+        Pipelined: while one QISEND runs, the next waits in the AT channel, guarded by the first
+        one's SEND OK, so the channel writes it the moment SEND OK is parsed (one command at a
+        time on the line, as the manual requires, but no task switch round trip in between). A
+        chunk that is not answered SEND OK goes through `_send_chunk`'s retries; the chunks
+        queued behind it are never written before it."""
         step = self.env.profile.max_send
         view = memoryview(data)
-        for offset in range(0, len(view), step):
-            await self._send_chunk(bytes(view[offset : offset + step]), None)
+        chunks = [bytes(view[offset : offset + step]) for offset in range(0, len(view), step)]
+        done = 0
+        while done < len(chunks):
+            first = None
+            if len(chunks) - done > 1:
+                sent, first = await self._send_pipelined(chunks[done:])
+                done += sent
+                if done == len(chunks):
+                    return
+            await self._send_chunk(chunks[done], None, first)
+            done += 1
+
+    async def _send_pipelined(self, chunks: list[bytes]) -> tuple[int, str | None]:
+        """QISEND `chunks` in order, PIPELINE at a time: (how many got SEND OK, the final of the
+        first that did not, or None when it was not answered)."""
+        at, scheduler = self.env.at, self.env.scheduler
+        pending: deque[Any] = deque()
+        sent = queued = 0
+        try:
+            while sent < len(chunks):
+                while queued < len(chunks) and len(pending) < PIPELINE and not self.remote_closed:
+                    if not pending:
+                        await scheduler.take(self.connect_id)
+                    elif not scheduler.try_take(self.connect_id):
+                        break  # never wait for a second slot while holding one
+                    try:
+                        command = at.send_command(self.connect_id, chunks[queued])
+                        pending.append(at.channel.submit(
+                            command, after=pending[-1] if pending else None, after_ok=SEND_OK
+                        ))
+                    except BaseException:
+                        scheduler.release()
+                        raise
+                    queued += 1
+                if not pending:
+                    return sent, None
+                try:
+                    response = await self._run(partial(at.channel.wait, pending[0], check=False))
+                except AtSkipped:
+                    return sent, None
+                finally:
+                    pending.popleft()
+                    scheduler.release()
+                if response.final not in SEND_OK or response.corrupt:
+                    return sent, "ERROR" if response.error else response.final
+                size = len(chunks[sent])
+                self.bytes_sent += size
+                self.env.stats.bytes_sent += size
+                sent += 1
+            return sent, None
+        finally:
+            for request in pending:  # queued behind a chunk that failed: never written
+                request.withdrawn = True
+                scheduler.release()
 
     async def send_datagram(self, data: bytes, remote: tuple[str, int] | None = None) -> None:
         """One datagram, one QISEND (boundaries kept); `remote` for UDP SERVICE replies."""
@@ -246,20 +433,29 @@ class ModuleSocket:
             raise ValueError(f"datagram of {len(data)} bytes (1-{self.env.profile.max_send})")
         await self._send_chunk(data, remote)
 
-    async def _send_chunk(self, chunk: bytes, remote: tuple[str, int] | None) -> None:
-        """SEND FAIL is back-pressure: wait and retry, never an error for the client."""
+    async def _send_chunk(
+        self, chunk: bytes, remote: tuple[str, int] | None, first: str | None = None
+    ) -> None:
+        """SEND FAIL is back-pressure: wait and retry, never an error for the client. `first`:
+        the module already answered this chunk so ("SEND FAIL" / "ERROR", from the pipeline)."""
         delay = SEND_BACKOFF[0]
         errors = 0
         while True:
-            if self.remote_closed:
-                raise RemoteClosed()
-            async with self.env.scheduler.turn(self.connect_id):
-                try:
-                    ok = await self._run(self.env.at.qisend, self.connect_id, chunk, remote)
-                except AtCommandError:
-                    if self.remote_closed:
-                        raise RemoteClosed("AT+QISEND after remote close") from None
-                    ok = None
+            if first is not None:
+                if first == "ERROR" and self.remote_closed:
+                    raise RemoteClosed("AT+QISEND after remote close")
+                ok: bool | None = None if first == "ERROR" else False
+                first = None
+            else:
+                if self.remote_closed:
+                    raise RemoteClosed()
+                async with self.env.scheduler.turn(self.connect_id):
+                    try:
+                        ok = await self._run(self.env.at.qisend, self.connect_id, chunk, remote)
+                    except AtCommandError:
+                        if self.remote_closed:
+                            raise RemoteClosed("AT+QISEND after remote close") from None
+                        ok = None
             if ok:
                 self.bytes_sent += len(chunk)
                 self.env.stats.bytes_sent += len(chunk)
@@ -270,6 +466,7 @@ class ModuleSocket:
                 if errors > SEND_ERROR_RETRIES:
                     raise self.fail(ConnectionLost(COMMAND_ERROR, "AT+QISEND kept answering ERROR"))
             else:
+                errors = 0  # the module took the command: only ERRORs in a row are fatal
                 self.send_fail += 1
                 self.env.stats.send_fail += 1
             await trio.sleep(delay)

@@ -26,4 +26,6 @@ class SocketStats:
     stale_closed: int = 0                # IDs closed by reset_stale()
     qiclose_failures: int = 0            # QICLOSE timed out (ID quarantined)
     bytes_sent: int = 0                  # to the module (SEND OK)
-    bytes_received: int = 0              # from the module (QIRD)
+    bytes_received: int = 0              # from the module (QIRD and direct push)
+    bytes_pushed: int = 0                # ... of which came as direct push
+    mode_switches: int = 0               # AT+QISWTMD push <-> buffer (a lagging local reader)
