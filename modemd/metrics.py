@@ -286,6 +286,17 @@ class Metrics(Observer):
             ["connect_id"],
             registry=r,
         )
+        self.bytes_pushed = Counter(
+            "modemd_pushed_bytes",
+            "Bytes the module delivered by direct push (the rest came with AT+QIRD).",
+            registry=r,
+        )
+        self.access_mode_switches = Counter(
+            "modemd_access_mode_switches",
+            "AT+QISWTMD switches between direct push and buffer mode (a local reader lagging, "
+            "then keeping up again).",
+            registry=r,
+        )
         self.reconcile_recoveries = Counter(
             "modemd_reconcile_recoveries_total",
             "Times the periodic AT+QISTATE reconcile found and fixed a socket state mismatch.",

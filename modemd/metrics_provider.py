@@ -43,6 +43,8 @@ def _data_path(daemon, m) -> None:
         m.set_queued_connections(pool.queued)
     m.sync_counter(m.send_fails, stats.send_fail)
     m.sync_counter(m.reconcile_recoveries, stats.reconcile_recoveries)
+    m.sync_counter(m.bytes_pushed, stats.bytes_pushed)
+    m.sync_counter(m.access_mode_switches, stats.mode_switches)
     for flow in proxy.flows.values():
         m.sync_counter(m.forward_bytes, flow.bytes_up, flow.name, "to_module")
         m.sync_counter(m.forward_bytes, flow.bytes_down, flow.name, "from_module")

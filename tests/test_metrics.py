@@ -104,6 +104,7 @@ def test_every_metric_is_exposed_with_expected_names():
         "modemd_connections_closed_total", "modemd_connections_failed_total",
         "modemd_connections_active", "modemd_connect_ids_in_use", "modemd_connect_ids_available",
         "modemd_send_fail_total", "modemd_unacked_bytes", "modemd_reconcile_recoveries_total",
+        "modemd_pushed_bytes_total", "modemd_access_mode_switches_total",
         "modemd_queued_connections", "modemd_pdp_activations_total", "modemd_reboots_total",
         "modemd_next_reboot_timestamp_seconds", "modemd_consecutive_reboots",
         "modemd_power_cycles_total", "modemd_build_info", "modemd_start_time_seconds",

@@ -25,6 +25,7 @@ from typing import Protocol
 
 import trio
 
+from .pacer import ReadPacer
 from .protocol import (
     AtProtocol,
     Command,
@@ -220,12 +221,16 @@ class AtChannel:
                 break
 
     async def _reader(self) -> None:
+        pacer = ReadPacer()
         while True:
             data = await self.transport.receive_some(65536)
-            self.last_rx = trio.current_time()
+            self.last_rx = now = trio.current_time()
             self.protocol.receive(data)
             while (event := self.protocol.next_event()) is not None:
                 self._dispatch(event)
+            wait = pacer.after_read(now, len(data), self.protocol.payload_missing)
+            if wait:  # inside a payload: read its rest in one go (see pacer.py)
+                await trio.sleep(wait)
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, UrcEvent):

@@ -72,6 +72,13 @@ class Framer:
         return self._check_end
 
     @property
+    def payload_missing(self) -> int:
+        """Bytes of the payload being framed that have not arrived yet (0: none expected)."""
+        if self._payload_left is None:
+            return 0
+        return max(0, self._payload_left - len(self._buf))
+
+    @property
     def buffered(self) -> int:
         return len(self._buf)
 

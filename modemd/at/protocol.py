@@ -172,6 +172,11 @@ class AtProtocol:
     def receive(self, data: bytes) -> None:
         self.framer.feed(data)
 
+    @property
+    def payload_missing(self) -> int:
+        """Payload bytes announced (`+QIRD: N`, a pushed `recv`) but not received yet."""
+        return self.framer.payload_missing
+
     def next_event(self) -> ProtocolEvent | None:
         while True:
             if self._ready:

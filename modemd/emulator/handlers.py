@@ -872,6 +872,8 @@ class Handlers:
         if mode == 2:
             return self.tcpip_error("not_supported")
         old, sock.mode = sock.mode, mode
+        if old == 1 and mode == 0:
+            await self.s.pushes_written(sock)
         if old == 0 and mode == 1 and sock.rx.size:
             self.s.spawn(self._flush_to_push, sock)
         return self.ok()

@@ -284,10 +284,24 @@ class Session:
     async def push_data(self, sock: ModSocket, data: bytes, ip: str = "", port: int = 0) -> None:
         """Direct push mode: send the data in URCs and wait until they are on the line."""
         step = self.family.read_max
-        for i in range(0, len(data), step):
-            done = trio.Event()
-            self.urc_frame(self.push_frame(sock, data[i : i + step], ip, port), done, sock)
-            await done.wait()
+        sock.push_busy += 1
+        if sock.push_busy == 1:
+            sock.push_idle = trio.Event()
+        try:
+            for i in range(0, len(data), step):
+                done = trio.Event()
+                self.urc_frame(self.push_frame(sock, data[i : i + step], ip, port), done, sock)
+                await done.wait()
+        finally:
+            sock.push_busy -= 1
+            if not sock.push_busy:
+                sock.push_idle.set()
+
+    async def pushes_written(self, sock: ModSocket) -> None:
+        """Until every push of `sock` that was under way is on the line (a module writes what
+        it took from the socket before it answers a switch to buffer mode)."""
+        while sock.push_busy:
+            await sock.push_idle.wait()
 
     async def _urc_writer(self) -> None:
         while True:

@@ -120,6 +120,11 @@ class ModSocket:
         self.real: trio.SocketStream | trio.socket.SocketType | None = None
         self.real_port = 0  # real loopback port of a LISTENER / UDP SERVICE
         self.rx = RxBuffer(session.cfg.rx_buffer, datagrams=service in (UDP, SERVICE))
+        # direct push in progress (Session.push_data): AT+QISWTMD=id,0 answers after it, so no
+        # pushed byte follows its OK and no QIRD answer overtakes older pushed data
+        self.push_busy = 0
+        self.push_idle = trio.Event()
+        self.push_idle.set()
         # TCP: bytes accepted by QISEND but not yet written to the real socket
         self.tx = bytearray()
         self.tx_dgrams: deque[tuple[bytes, str, int]] = deque()

@@ -120,29 +120,80 @@ class Bridge:
         self._end(REMOTE_EOF)
 
     async def _upstream(self) -> None:
-        """Client -> module; stop reading the client while the module's unacked window is full."""
+        """Client -> module. One task reads the client (stopping while the module's unacked
+        window is full), the other sends; the sender takes what was read meanwhile into its
+        QISEND pipeline, so the line stays busy across reads. At most one read waits between
+        them (a rendezvous channel): memory stays at two reads per connection."""
+        send_ch, recv_ch = trio.open_memory_channel[bytes](0)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._read_local, send_ch)
+            if not await self._send_local(recv_ch):
+                return
         try:
-            while True:
-                await self.msock.wait_send_room()
-                data = await self.local.receive_some(self.read_size)
-                if not data:
-                    break
-                self.gauge.add(len(data))
-                try:
-                    await self.msock.send(data)
-                finally:
-                    self.gauge.sub(len(data))
-                self.flow.bytes_up += len(data)
             await self.msock.flush(self.linger)
             self.last_down = trio.current_time()
             await self._linger()
         except LOCAL_ERRORS:
             return self._end(LOCAL_GONE)
-        except RemoteClosed:
-            await trio.sleep_forever()  # the downstream drains and ends the bridge
         except SocketError as exc:
             return self._end(FAILED, exc)
         self._end(LOCAL_EOF)
+
+    async def _read_local(self, send_ch: trio.MemorySendChannel[bytes]) -> None:
+        async with send_ch:  # closing it is the client's EOF for the sender
+            try:
+                while True:
+                    await self.msock.wait_send_room()
+                    data = await self.local.receive_some(self.read_size)
+                    if not data:
+                        return
+                    self.gauge.add(len(data))
+                    try:
+                        await send_ch.send(data)
+                    except BaseException:  # never handed over: not in our buffers any more
+                        self.gauge.sub(len(data))
+                        raise
+            except LOCAL_ERRORS:
+                self._end(LOCAL_GONE)
+            except SocketError as exc:
+                self._end(FAILED, exc)
+
+    async def _send_local(self, recv_ch: trio.MemoryReceiveChannel[bytes]) -> bool:
+        """Send until the client's EOF (True); False when the bridge ends another way."""
+        held = [0]                          # taken from the reader, not yet answered SEND OK
+        mark = [self.msock.bytes_sent]
+
+        def settle() -> None:
+            done, mark[0] = self.msock.bytes_sent - mark[0], self.msock.bytes_sent
+            held[0] -= done
+            self.gauge.sub(done)
+            self.flow.bytes_up += done
+
+        def more() -> bytes | None:
+            settle()
+            try:
+                data = recv_ch.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return None
+            held[0] += len(data)
+            return data
+
+        try:
+            async for data in recv_ch:
+                held[0] += len(data)
+                try:
+                    await self.msock.send(data, more)
+                finally:
+                    settle()
+        except RemoteClosed:
+            await trio.sleep_forever()  # the downstream drains and ends the bridge
+        except SocketError as exc:
+            self._end(FAILED, exc)
+            return False
+        finally:
+            self.gauge.sub(held[0])  # never sent (the bridge ends): not held any more either
+            held[0] = 0
+        return True
 
     async def _linger(self) -> None:
         """After the client's EOF: the remote may still answer; give up after `linger` idle s."""

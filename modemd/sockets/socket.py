@@ -362,70 +362,84 @@ class ModuleSocket:
         return result
 
     # -- send path ----------------------------------------------------------------------------
-    async def send(self, data: bytes) -> None:
+    async def send(self, data: bytes, more: Callable[[], bytes | None] | None = None) -> None:
         """Send a stream chunk as fixed-length QISENDs of at most profile.max_send bytes.
 
         Pipelined: while one QISEND runs, the next waits in the AT channel, guarded by the first
         one's SEND OK, so the channel writes it the moment SEND OK is parsed (one command at a
         time on the line, as the manual requires, but no task switch round trip in between). A
         chunk that is not answered SEND OK goes through `_send_chunk`'s retries; the chunks
-        queued behind it are never written before it."""
+        queued behind it are never written before it. `more()` gives the bytes the local side
+        already has (None: nothing yet); they join the pipeline, so the line does not idle
+        between two reads of the client."""
+        chunks: deque[bytes] = deque()
+        self._split(chunks, data)
+        while chunks or (more is not None and self._refill(chunks, more)):
+            failed, final = await self._send_pipelined(chunks, more)
+            if failed is None and chunks:
+                failed = chunks.popleft()  # nothing could be queued (the remote closed)
+            if failed is not None:
+                await self._send_chunk(failed, None, final)
+
+    def _split(self, chunks: deque[bytes], data: bytes) -> None:
         step = self.env.profile.max_send
         view = memoryview(data)
-        chunks = [bytes(view[offset : offset + step]) for offset in range(0, len(view), step)]
-        done = 0
-        while done < len(chunks):
-            first = None
-            if len(chunks) - done > 1:
-                sent, first = await self._send_pipelined(chunks[done:])
-                done += sent
-                if done == len(chunks):
-                    return
-            await self._send_chunk(chunks[done], None, first)
-            done += 1
+        chunks.extend(bytes(view[offset : offset + step]) for offset in range(0, len(view), step))
 
-    async def _send_pipelined(self, chunks: list[bytes]) -> tuple[int, str | None]:
-        """QISEND `chunks` in order, PIPELINE at a time: (how many got SEND OK, the final of the
-        first that did not, or None when it was not answered)."""
+    def _refill(self, chunks: deque[bytes], more: Callable[[], bytes | None]) -> bool:
+        data = more()
+        if not data:
+            return False
+        self._split(chunks, data)
+        return True
+
+    async def _send_pipelined(
+        self, chunks: deque[bytes], more: Callable[[], bytes | None] | None
+    ) -> tuple[bytes | None, str | None]:
+        """QISEND `chunks` (and what `more` adds) in order, PIPELINE at a time, taking each chunk
+        off the deque once it got SEND OK: (the first chunk that did not, its final or None when
+        it was not answered) or (None, None) when the deque ran empty."""
         at, scheduler = self.env.at, self.env.scheduler
-        pending: deque[Any] = deque()
-        sent = queued = 0
+        pending: deque[tuple[Any, bytes]] = deque()
         try:
-            while sent < len(chunks):
-                while queued < len(chunks) and len(pending) < PIPELINE and not self.remote_closed:
+            while True:
+                while len(pending) < PIPELINE and not self.remote_closed:
+                    if not chunks and not (more is not None and self._refill(chunks, more)):
+                        break
                     if not pending:
                         await scheduler.take(self.connect_id)
                     elif not scheduler.try_take(self.connect_id):
                         break  # never wait for a second slot while holding one
+                    chunk = chunks.popleft()
                     try:
-                        command = at.send_command(self.connect_id, chunks[queued])
-                        pending.append(at.channel.submit(
-                            command, after=pending[-1] if pending else None, after_ok=SEND_OK
-                        ))
+                        request = at.channel.submit(
+                            at.send_command(self.connect_id, chunk),
+                            after=pending[-1][0] if pending else None, after_ok=SEND_OK,
+                        )
                     except BaseException:
+                        chunks.appendleft(chunk)
                         scheduler.release()
                         raise
-                    queued += 1
+                    pending.append((request, chunk))
                 if not pending:
-                    return sent, None
+                    return None, None
+                request, chunk = pending.popleft()
                 try:
-                    response = await self._run(partial(at.channel.wait, pending[0], check=False))
+                    response = await self._run(partial(at.channel.wait, request, check=False))
                 except AtSkipped:
-                    return sent, None
+                    return chunk, None
                 finally:
-                    pending.popleft()
                     scheduler.release()
                 if response.final not in SEND_OK or response.corrupt:
-                    return sent, "ERROR" if response.error else response.final
-                size = len(chunks[sent])
-                self.bytes_sent += size
-                self.env.stats.bytes_sent += size
-                sent += 1
-            return sent, None
+                    return chunk, "ERROR" if response.error else response.final
+                self.bytes_sent += len(chunk)
+                self.env.stats.bytes_sent += len(chunk)
         finally:
-            for request in pending:  # queued behind a chunk that failed: never written
+            while pending:  # queued behind a chunk that failed: never written; back, in order
+                request, chunk = pending.pop()
                 request.withdrawn = True
                 scheduler.release()
+                chunks.appendleft(chunk)
 
     async def send_datagram(self, data: bytes, remote: tuple[str, int] | None = None) -> None:
         """One datagram, one QISEND (boundaries kept); `remote` for UDP SERVICE replies."""

@@ -322,3 +322,43 @@ async def test_switch_to_push_flushes_the_buffer():
         await port.expect(b'+QIURC: "recv",0,7\r\nwaiting\r\n')
         assert await port.ok("AT+QISTATE=1,0") != []
         assert (await port.ok("AT+QISTATE=1,0"))[0].split(",")[8] == "1"
+
+
+async def _pushes_until_ok(port, got: bytearray) -> None:
+    """Consume lines up to OK, keeping pushed payloads (letters only: one line each)."""
+    while (text := await port.line()) != "OK":
+        if text.startswith('+QIURC: "recv",0,'):
+            data = (await port.line()).encode()
+            assert len(data) == int(text.rsplit(",", 1)[1]), text
+            got += data
+        else:
+            assert text.startswith(("AT+QISWTMD", '+QIURC: "recv",0')), text
+
+
+@pytest.mark.parametrize("baud,size", [(0, 200_000), (115200, 30_000)])
+async def test_switching_modes_under_a_stream_keeps_its_order(baud, size):
+    """A push the module already took from the socket goes out before AT+QISWTMD=id,0's OK: no
+    pushed byte follows the OK, so AT+QIRD after it never overtakes older pushed data. Switched
+    back and forth while the remote streams, the bytes read stay in order."""
+    async with modem(baud=baud) as (emu, port), tcp_server() as (sport, accepted):
+        await activate(port)
+        await open_client(port, 0, sport, mode=1)
+        server = await accepted.receive()
+        payload = bytes(65 + i % 26 for i in range(size))
+        got = bytearray()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(server.send_all, payload)
+            with trio.fail_after(60):
+                for _ in range(12):
+                    await port.write(b"AT+QISWTMD=0,0\r")
+                    await _pushes_until_ok(port, got)
+                    after = await port.drain(0.02)
+                    assert b'"recv",0,' not in after, after[:200]
+                    for _ in range(3):
+                        got += await port.read(0)
+                    await port.write(b"AT+QISWTMD=0,1\r")
+                    await _pushes_until_ok(port, got)
+                while len(got) < len(payload):
+                    await port.urc('+QIURC: "recv",0,')
+                    got += (await port.line()).encode()
+        assert bytes(got) == payload
