@@ -271,6 +271,7 @@ supply_off_seconds = 0.5
 
 [proxy]
 linger_seconds = 1.0
+{os.environ.get("MODEMD_BENCH_PROXY", "")}
 
 [metrics]
 listen = ""
