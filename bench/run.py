@@ -34,6 +34,7 @@ from harness import (  # noqa: E402
     ECHO,
     HDR,
     ROOT,
+    UP,
     Checker,
     Daemon,
     Echo,
@@ -182,7 +183,7 @@ async def _raw_tx_rate(raw: RawAt, rate: float, opts: Opts) -> float:
 
 
 async def bulk(opts: Opts, report: Report, servers: Servers, emu: Emulator, daemon: Daemon,
-               port: int) -> dict:
+               port: int, raw_up: dict[int, Spread]) -> dict:
     results: dict[tuple[int, float, str], dict[str, Spread]] = {}
     rows = []
     tag = 1000
@@ -218,13 +219,21 @@ async def bulk(opts: Opts, report: Report, servers: Servers, emu: Emulator, daem
                     ratio = "—"
                 rows.append([baud_name(baud), f"{turnaround * 1000:g} ms", direction, shown,
                              ratio, cpu.fmt(".1f", 100)])
+    for baud, spread in raw_up.items():
+        if baud:
+            shown, ratio = spread.fmt(".0f") + " B/s", Spread(
+                [v / (baud / 10) for v in spread.values]).fmt(".3f")
+        else:
+            shown, ratio = spread.fmt(".2f", 1e-6) + " MB/s", "—"
+        rows.append([baud_name(baud), "0 ms", "up, raw AT client (no daemon)", shown, ratio, "—"])
     report.section(
         "1–2. Bulk TCP through a forward", [
             "baud", "module turnaround", "direction", "goodput", "goodput ÷ (baud/10)",
             "daemon CPU % of one core"], rows,
         f"One connection, {opts.runs} runs each; goodput from the first to the last byte at the "
         "receiver (the first chunk marks the start). `down`: remote server → module → daemon → "
-        "local client; `up`: the reverse.",
+        "local client; `up`: the reverse. `raw AT client`: a minimal client on the pty doing one "
+        "AT+QISEND after another (no daemon), the upload floor the emulator allows.",
     )
     for baud in (115200, 921600):
         for direction in ("down", "up"):
@@ -281,6 +290,38 @@ async def raw_latency(emu: Emulator, servers: Servers, samples: int) -> dict[int
                     values.append(time.perf_counter() - t0)
             out[baud] = values
         await raw.cmd("AT+QICLOSE=0")
+    finally:
+        raw.close()
+    return out
+
+
+async def raw_upload(emu: Emulator, servers: Servers, opts: Opts) -> dict[int, Spread]:
+    """Bulk upload by a minimal AT client on the pty (QISEND, prompt, payload, SEND OK, no
+    pipelining, no ACK queries): what the emulator allows at zero turnaround, the floor the
+    daemon's upload is compared with."""
+    out: dict[int, Spread] = {}
+    raw = RawAt(emu.tty)
+    tag = 900
+    try:
+        await raw.setup()
+        for baud in (921600, 0):
+            await emu.control(f"baud {baud}")
+            spread = Spread()
+            for _ in range(opts.runs):
+                tag += 1
+                result = servers.expect_upload(tag)
+                await raw.open_push(1, servers.port)
+                await raw.send(1, HDR.pack(UP, tag, 0))
+                offset, end = 0, time.perf_counter() + opts.window(baud)
+                while time.perf_counter() < end:
+                    await raw.send(1, bytes(pattern_at(offset, 1460)))
+                    offset += 1460
+                await raw.cmd("AT+QICLOSE=1")
+                with trio.fail_after(10):
+                    await result.done.wait()
+                spread.add(result.checker.goodput())
+            out[baud] = spread
+            progress(f"raw AT client upload {baud_name(baud)}: {spread.fmt('.0f')} B/s")
     finally:
         raw.close()
     return out
@@ -570,9 +611,12 @@ async def main(opts: Opts) -> None:
             emu = Emulator(tmp, baud=921600, qiact_delay=0.5, boot_delay=0.2)
             async with emu.running():
                 raw = direct = None
+                raw_up: dict[int, Spread] = {}
                 if want("latency"):
                     raw = await raw_latency(emu, servers, opts.samples)
                     direct = await direct_latency(servers.port, opts.samples)
+                if want("bulk"):
+                    raw_up = await raw_upload(emu, servers, opts)
                 ready = serving = Spread()
                 if want("recovery"):
                     ready, serving = await start_times(opts, tmp, servers, emu)
@@ -584,7 +628,7 @@ async def main(opts: Opts) -> None:
                     if want("latency"):
                         await latency(opts, report, emu, daemon, port, raw, direct)
                     if want("bulk"):
-                        await bulk(opts, report, servers, emu, daemon, port)
+                        await bulk(opts, report, servers, emu, daemon, port, raw_up)
                     await emu.control("turnaround 0")
                     if want("fairness"):
                         await fairness(opts, report, servers, emu, port)

@@ -441,28 +441,10 @@ class Soak:
 
 
 def dump_tasks() -> str:
-    """Every task of this process with the chain of awaits it is blocked in."""
-    lines: list[str] = []
+    """Every task with the chain of awaits it is blocked in (diagnosis of a stall)."""
+    from modemd.diagnostics import task_tree
 
-    def frames(coro) -> str:
-        out = []
-        while coro is not None:
-            f = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-            if f is None:
-                out.append(type(coro).__name__)
-                break
-            out.append(f"{f.f_code.co_name}:{f.f_lineno}")
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
-        return " > ".join(out)
-
-    def walk(task, depth: int) -> None:
-        lines.append("  " * depth + f"{task.name.rsplit('.', 1)[-1]}: {frames(task.coro)}")
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child, depth + 1)
-
-    walk(trio.lowlevel.current_root_task(), 0)
-    return "\n".join(lines)
+    return task_tree()
 
 
 async def recv_exactly(stream: trio.SocketStream, n: int) -> bytes:

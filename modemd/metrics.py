@@ -25,6 +25,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
@@ -225,6 +226,7 @@ class Metrics(Observer):
         self.at_urcs = Counter(
             "modemd_at_urcs_total", "Unsolicited result codes by type.", ["type"], registry=r
         )
+        self._urc_children: dict[type, Any] = {}
         self.at_unknown_lines = Counter(
             "modemd_at_unknown_lines_total",
             "Lines from the module that were neither a response nor a known URC.",
@@ -476,7 +478,11 @@ class Metrics(Observer):
         self.at_timeouts.labels(self._command(name)).inc()
 
     def urc(self, urc: object) -> None:
-        self.at_urcs.labels(urc_kind(urc)).inc()
+        # one per pushed chunk on the data path: the labelled child is looked up once per type
+        child = self._urc_children.get(type(urc))
+        if child is None:
+            child = self._urc_children[type(urc)] = self.at_urcs.labels(urc_kind(urc))
+        child.inc()
         kind = getattr(urc, "kind", None)
         if type(urc).__name__ == "Registration" and isinstance(kind, str):
             stat = getattr(urc, "stat", None)

@@ -141,6 +141,17 @@ async def echo_handler(stream: trio.SocketStream, server: Server) -> None:
         await stream.send_all(data)
 
 
+async def slow_client(port: int, rcvbuf: int = 16384) -> trio.SocketStream:
+    """A loopback client with a small receive buffer: when it stops reading, the proxy feels it
+    at once (the kernel does not soak up megabytes first)."""
+    import socket as pysocket
+
+    sock = trio.socket.socket()
+    sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, rcvbuf)
+    await sock.connect(("127.0.0.1", port))
+    return trio.SocketStream(sock)
+
+
 async def recv_exactly(stream: trio.abc.ReceiveStream, n: int) -> bytes:
     buf = bytearray()
     while len(buf) < n:

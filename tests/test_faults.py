@@ -30,6 +30,7 @@ import pytest
 import trio
 
 from modemd.config import ProxyConfig, SupervisorConfig, parse_config
+from modemd.diagnostics import task_tree
 from modemd.emulator import Emulator, EmulatorConfig
 from modemd.link import ModemLink
 from modemd.profiles import get_profile
@@ -92,30 +93,6 @@ async def socks_connect(port: int, host: str, target_port: int) -> tuple[trio.So
         size = (await recv_exactly(stream, 1))[0]
     await recv_exactly(stream, size + 2)
     return stream, head[1] if len(head) > 1 else -1
-
-
-def _task_dump() -> str:
-    """Every task with the chain of awaits it is blocked in (diagnosis of a stuck test)."""
-    lines: list[str] = []
-
-    def frames(coro) -> str:
-        out = []
-        while coro is not None:
-            f = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
-            if f is None:
-                break
-            out.append(f"{f.f_code.co_name}:{f.f_lineno}")
-            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
-        return " > ".join(out)
-
-    def walk(task, depth: int) -> None:
-        lines.append("  " * depth + f"{task.name.rsplit('.', 1)[-1]}: {frames(task.coro)}")
-        for nursery in task.child_nurseries:
-            for child in nursery.child_tasks:
-                walk(child, depth + 1)
-
-    walk(trio.lowlevel.current_root_task(), 0)
-    return "\n".join(lines)
 
 
 def open_fds() -> int:
@@ -661,7 +638,7 @@ async def test_data_promise_sha256_under_nonfatal_faults(mode):
                     print("emu:", [rig.emu.socket_info(r["connect_id"])
                                    for r in rig.manager.connections()])
                     print("in flight:", rig.stack.channel.protocol.in_flight)
-                    print(_task_dump())
+                    print(task_tree())
                     raise AssertionError(f"no progress for 60 s; moved {moved}")
             total = sum(moved)
             count_sha_bytes(total)

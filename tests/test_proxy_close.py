@@ -23,6 +23,7 @@ from tests.sockets_helpers import (
     recv_exactly,
     running_proxy,
     sha,
+    slow_client,
     tcp_server,
 )
 from tests.test_proxy import forward_toml
@@ -330,10 +331,7 @@ async def test_slow_reader_keeps_proxy_memory_bounded():
         port = free_port()
         cfg = proxy_config(forward_toml("slow", f"tcp:127.0.0.1:{port}", server.port))
         async with running_proxy(rig, cfg) as proxy:
-            sock = trio.socket.socket()
-            sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, 16384)
-            await sock.connect(("127.0.0.1", port))
-            client = trio.SocketStream(sock)
+            client = await slow_client(port)
             got = bytearray(await client.receive_some(1000))
             await trio.sleep(1.0)  # the client does not read; the remote keeps trying to send
             stalled_at = progress["sent"]

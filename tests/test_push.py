@@ -4,8 +4,6 @@ piling up a byte."""
 
 from __future__ import annotations
 
-import socket as pysocket
-
 import pytest
 import trio
 
@@ -19,6 +17,7 @@ from tests.sockets_helpers import (
     recv_exactly,
     running_proxy,
     sha,
+    slow_client,
     tcp_server,
 )
 from tests.test_proxy import forward_toml
@@ -90,10 +89,7 @@ async def test_lagging_reader_switches_to_buffer_and_back_losslessly():
         port = free_port()
         cfg = proxy_config(forward_toml("p", f"tcp:127.0.0.1:{port}", server.port))
         async with running_proxy(rig, cfg) as proxy:
-            sock = trio.socket.socket()
-            sock.setsockopt(pysocket.SOL_SOCKET, pysocket.SO_RCVBUF, 16384)
-            await sock.connect(("127.0.0.1", port))
-            client = trio.SocketStream(sock)
+            client = await slow_client(port)
             got = bytearray(await recv_exactly(client, 200_000))  # keeping up: push
             (msock,) = rig.manager.dispatcher.sockets.values()
             assert msock.pushing and msock.mode_switches == 0
