@@ -273,3 +273,20 @@ async def wait_for(predicate, timeout: float = 5.0) -> None:
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(0.005)
+
+
+async def test_send_after_the_channel_stopped_ends_the_socket_not_the_caller():
+    """The port goes away between two QISENDs: the next send fails the socket (ConnectionLost,
+    channel_closed, so the bridge resets its client), never a raw ChannelClosed escaping to the
+    proxy as an unexpected error (found by bench/soak.py)."""
+    from modemd.at.channel import ChannelClosed
+    from modemd.sockets.errors import CHANNEL_CLOSED, ConnectionLost
+
+    async with modem() as rig, tcp_server(echo_handler) as server:
+        msock = await rig.manager.open_client(1, "TCP", "127.0.0.1", server.port)
+        await msock.send(b"before")
+        rig.stack.channel._close(ChannelClosed("the port went away"))
+        with pytest.raises(ConnectionLost) as caught:
+            await msock.send(payload(5000))
+        assert caught.value.reason == CHANNEL_CLOSED
+        assert msock.failure is caught.value

@@ -416,9 +416,11 @@ class ModuleSocket:
                             at.send_command(self.connect_id, chunk),
                             after=pending[-1][0] if pending else None, after_ok=SEND_OK,
                         )
-                    except BaseException:
+                    except BaseException as exc:
                         chunks.appendleft(chunk)
                         scheduler.release()
+                        if isinstance(exc, ChannelClosed):  # the port went away: ends the socket
+                            raise self.fail(ConnectionLost(CHANNEL_CLOSED, str(exc))) from None
                         raise
                     pending.append((request, chunk))
                 if not pending:
