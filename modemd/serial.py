@@ -171,6 +171,16 @@ class SerialPort:
             await trio.lowlevel.wait_readable(self.fd)
             waited = True
 
+    def read_nowait(self, max_bytes: int = 65536) -> bytes | None:
+        """What has arrived, without waiting or a checkpoint (None: nothing); the reader uses it
+        right after a paced sleep, which already was its checkpoint."""
+        try:
+            return os.read(self.fd, max_bytes) or None
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise SerialDisconnected(f"serial port {self.path} failed: {exc.strerror}") from None
+
     def write_nowait(self, data: bytes) -> int:
         """Write what the tty takes now, without waiting (0 when it takes nothing); the AT channel
         writes a QISEND payload the moment its prompt is parsed, without a task switch."""

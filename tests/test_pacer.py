@@ -1,12 +1,22 @@
-"""The read pacer (modemd/at/pacer.py): waits only inside a payload, for as long as its rest needs
-at the measured rate, and never slows a port that is faster than it measured."""
+"""The read pacer (modemd/at/pacer.py): waits inside a payload for as long as its rest needs, and
+between frames only while the line streams with nothing in flight, at the rate measured over the
+busy period; never slows a port that is faster than it measured."""
 
 from __future__ import annotations
 
 import pytest
 
 from modemd.at.framer import Framer
-from modemd.at.pacer import MAX_WAIT, ReadPacer
+from modemd.at.pacer import BEHIND, LINGER_FRAME, MAX_WAIT, MIN_MISSING, ReadPacer
+
+
+def test_a_small_rest_is_never_waited_for():
+    """A small message must not wait for a timer (it wakes up to 1 ms late)."""
+    pacer = ReadPacer()
+    pacer.after_read(0.0, 0, 5000)
+    pacer.after_read(0.1, 100, 5000)                         # 1,000 B/s: a slow line
+    assert pacer.after_read(0.2, 100, MIN_MISSING - 1) == 0.0
+    assert pacer.after_read(0.3, 100, MIN_MISSING) > 0
 
 
 def test_no_wait_outside_a_payload_or_before_a_rate_was_measured():
@@ -24,21 +34,36 @@ def test_waits_for_the_rest_of_the_payload_at_the_measured_rate():
     assert wait == pytest.approx(580 / 92_000)
 
 
-def test_a_faster_line_raises_the_estimate_at_once_and_a_wait_is_capped():
+def test_a_wait_is_capped_and_a_faster_busy_period_raises_the_estimate_at_once():
     pacer = ReadPacer()
     pacer.after_read(0.0, 10, 100_000)
     assert pacer.after_read(1.0, 10, 100_000) == MAX_WAIT   # 10 B/s: capped
-    pacer.after_read(1.05, 5_000_000, 100_000)               # USB speed: 100 MB/s measured
+    pacer.after_read(1.5, 10, 0)                             # payload complete: period over
+    pacer.after_read(2.0, 10, 100_000)
+    pacer.after_read(2.05, 5_000_000, 100_000)               # USB speed: 100 MB/s measured
     assert pacer.rate == pytest.approx(100e6)
-    assert pacer.after_read(1.06, 1000, 1000) == 0.0         # 10 us: not worth a timer
+    assert pacer.after_read(2.06, 1000, 1000) == 0.0         # 10 us: not worth a timer
 
 
-def test_a_slower_sample_lowers_the_estimate_only_gradually():
+def test_a_slower_busy_period_lowers_the_estimate_only_gradually():
     pacer = ReadPacer()
     pacer.after_read(0.0, 0, 1000)
-    pacer.after_read(0.01, 1000, 1000)                       # 100,000 B/s
-    pacer.after_read(0.02, 100, 1000)                        # 10,000 B/s sample
+    pacer.after_read(0.01, 1000, 1000)                       # 100,000 B/s over 10 ms
+    pacer.after_read(0.02, 1000, 0)                          # period over
+    pacer.after_read(1.0, 0, 1000)
+    pacer.after_read(1.02, 200, 1000)                        # 10,000 B/s over 20 ms
     assert pacer.rate == pytest.approx(0.75 * 100_000 + 0.25 * 10_000)
+
+
+def test_bursts_do_not_inflate_the_rate():
+    """The tty hands bytes over in bursts: two bursts 1.7 ms apart are not a 270 kB/s line."""
+    pacer = ReadPacer()
+    pacer.after_read(0.0, 460, 4000)
+    pacer.after_read(0.005, 460, 3540)                      # a first estimate: 92,000 B/s
+    pacer.after_read(0.0067, 460, 3080)                     # a burst that came late-then-quick
+    pacer.after_read(0.015, 460, 2620)
+    pacer.after_read(0.020, 460, 2160)
+    assert pacer.rate == pytest.approx(1840 / 0.020)
 
 
 def test_a_read_that_ends_the_payload_ends_the_busy_period():
@@ -46,9 +71,49 @@ def test_a_read_that_ends_the_payload_ends_the_busy_period():
     pacer.after_read(0.0, 0, 1000)
     pacer.after_read(0.01, 1000, 0)                          # the payload is complete
     rate = pacer.rate
-    wait = pacer.after_read(5.0, 10, 500)  # after an idle gap: no sample, the old estimate holds
+    wait = pacer.after_read(5.0, 10, 900)  # after an idle gap: no sample, the old estimate holds
     assert pacer.rate == rate == pytest.approx(100_000)
-    assert wait == pytest.approx(500 / 100_000)
+    assert wait == pytest.approx(900 / 100_000)
+
+
+def _streaming(pacer: ReadPacer) -> float:
+    """A 921600-baud direct-push stream: 1528-byte frames read in two parts; returns the time."""
+    pacer.after_read(0.0, 460, 1068)
+    pacer.after_read(0.0116, 1068, 0, idle=True)            # ends frame 1
+    pacer.after_read(0.0166, 460, 1068)
+    return 0.0282
+
+
+def test_a_saturated_line_with_nothing_in_flight_is_read_once_a_frame():
+    pacer = ReadPacer()
+    now = _streaming(pacer)
+    wait = pacer.after_read(now, 1068, 0, idle=True)         # frame 2 complete, line still busy
+    assert wait == pytest.approx(min(1528, LINGER_FRAME) / pacer.rate)  # about one frame
+    assert 0.015 < wait < 0.018 and pacer.lingers == 2  # after frame 1 too
+    # the next read holds the whole next frame; the line still streams: wait again
+    assert pacer.after_read(now + wait, 1528, 0, idle=True) == pytest.approx(wait, rel=0.05)
+
+
+def test_no_wait_between_frames_with_a_command_in_flight_or_behind_or_after_a_pause():
+    pacer = ReadPacer()
+    now = _streaming(pacer)
+    assert pacer.after_read(now, 1068, 0, idle=False) == 0.0   # its answer must not wait
+    pacer = ReadPacer()
+    now = _streaming(pacer)
+    assert pacer.after_read(now, BEHIND + 1, 0, idle=True) == 0.0   # several frames: behind
+    pacer = ReadPacer()
+    now = _streaming(pacer)
+    assert pacer.after_read(now + 1.0, 1068, 0, idle=True) == 0.0   # the line paused
+
+
+def test_a_wait_that_found_nothing_ends_the_busy_period():
+    pacer = ReadPacer()
+    now = _streaming(pacer)
+    wait = pacer.after_read(now, 1068, 0, idle=True)
+    rate = pacer.rate
+    pacer.nothing_read()                                     # the stream had ended
+    pacer.after_read(now + 10.0, 64, 0, idle=True)           # a small frame much later
+    assert pacer.rate == rate and wait > 0
 
 
 def test_framer_reports_the_payload_bytes_still_missing():

@@ -7,8 +7,8 @@ Two tasks share one sans-IO AtProtocol:
   a final result is parsed it finishes the command and writes the next queued one (manual note 1:
   the next command only after the final result of the previous one; with `submit(after=...)` a
   socket keeps its next QISEND queued, so nothing stands between SEND OK and the next command);
-- the writer starts a command when the channel is idle, writes what the tty did not take at once,
-  and enforces each command's deadline.
+- `submit` writes a command at once when the channel is idle (no task switch to the writer either);
+  the writer writes what the tty did not take at once and enforces each command's deadline.
 
 A caller that is cancelled while its command is queued withdraws it; once written, the command runs to
 its final result or deadline anyway, so the module and the protocol never disagree about what is in
@@ -123,9 +123,11 @@ class AtChannel:
         self.transport = transport
         self.protocol = AtProtocol()
         self.observer = observer or Observer()
-        self._queue_in, self._queue_out = trio.open_memory_channel(math.inf)
+        self._pending: deque[_Request] = deque()  # submitted, not written yet, in order
+        self._running = False                      # the writer runs: commands may start
         self._writes: deque[bytes] = deque()  # what the tty did not take at once, in order
         self._wake = trio.Event()              # the writer: written, finished, or more to write
+        self._rouse = trio.Event()             # the reader, in a paced wait: a command was written
         self._started = 0.0                    # trio time the current command was written
         self._deadline = math.inf
         self._subscribers: list[trio.MemorySendChannel[Urc]] = []
@@ -153,7 +155,10 @@ class AtChannel:
         if self._closed is not None:
             raise ChannelClosed(str(self._closed) or "AT channel is closed")
         request = _Request(command, after, after_ok)
-        self._queue_in.send_nowait(request)
+        self._pending.append(request)
+        if self._running and self._current is None:
+            self._start_next()  # idle: write it now; the writer wakes to arm its deadline
+            self._wake.set()
         return request
 
     async def wait(self, request: _Request, *, check: bool = True) -> Response:
@@ -185,7 +190,7 @@ class AtChannel:
 
     @property
     def queued(self) -> int:
-        return self._queue_out.statistics().current_buffer_used
+        return len(self._pending)
 
     # -- tasks --------------------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
@@ -210,27 +215,36 @@ class AtChannel:
         if not isinstance(reason, ChannelClosed):
             reason = ChannelClosed(str(reason))
         self._closed = reason
+        self._running = False
         self._writes.clear()
         if self._current is not None and not self._current.done.is_set():
             self._current.finish(error=reason)
         self._current = None
-        while True:
-            try:
-                self._queue_out.receive_nowait().finish(error=reason)
-            except (trio.WouldBlock, trio.EndOfChannel):
-                break
+        while self._pending:
+            self._pending.popleft().finish(error=reason)
 
     async def _reader(self) -> None:
         pacer = ReadPacer()
+        read_nowait = getattr(self.transport, "read_nowait", None)
+        data = None
         while True:
-            data = await self.transport.receive_some(65536)
+            if not data:
+                data = await self.transport.receive_some(65536)
             self.last_rx = now = trio.current_time()
             self.protocol.receive(data)
             while (event := self.protocol.next_event()) is not None:
                 self._dispatch(event)
-            wait = pacer.after_read(now, len(data), self.protocol.payload_missing)
-            if wait:  # inside a payload: read its rest in one go (see pacer.py)
-                await trio.sleep(wait)
+            wait = pacer.after_read(now, len(data), self.protocol.payload_missing,
+                                    idle=self.protocol.in_flight is None)
+            data = None
+            if wait:  # a payload's rest, or the next frame of a stream, in one read (pacer.py)
+                self._rouse = trio.Event()
+                with trio.move_on_after(wait):
+                    await self._rouse.wait()  # set when a command is written: its answer is due
+                if read_nowait is not None:  # the wait was the checkpoint: no second one
+                    data = read_nowait(65536)
+                    if not data:
+                        pacer.nothing_read()
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, UrcEvent):
@@ -309,18 +323,15 @@ class AtChannel:
             request.finish(error=exc)
             return
         self._current = request
+        self._rouse.set()
         self._started = trio.current_time()
         self._deadline = self._started + request.command.timeout
         self.commands_sent += 1
         self._write(line)
 
     def _start_next(self) -> None:
-        while self._current is None:
-            try:
-                request = self._queue_out.receive_nowait()
-            except (trio.WouldBlock, trio.EndOfChannel):
-                return
-            self._start(request)
+        while self._current is None and self._pending:
+            self._start(self._pending.popleft())
 
     def _end_current(self, response: Response | None = None,
                      error: BaseException | None = None) -> None:
@@ -339,15 +350,21 @@ class AtChannel:
         self._wake.set()
 
     async def _writer(self) -> None:
+        self._running = True
+        self._start_next()
         while True:
             while self._writes:
                 await self.transport.send_all(self._writes[0])
                 self._writes.popleft()
+            if self._current is None:
+                self._start_next()  # after a timeout, or queued before the writer ran
+                if self._current is not None or self._writes:
+                    continue
             current = self._current
-            if current is None:
-                self._start(await self._queue_out.receive())
-                continue
             self._wake = trio.Event()
+            if current is None:
+                await self._wake.wait()  # submit() or a reader event has work for us
+                continue
             with trio.move_on_at(self._deadline):
                 await self._wake.wait()
                 continue  # finished (maybe the next one started), or something to write
