@@ -4,7 +4,8 @@ clients, a raw AT client, and the statistics.
 Process layout (design rule of the benchmark issue): the emulator runs as one process
 (`python -m modemd.emulator`, paced with --baud), the daemon as another (`python -m modemd.cli
 --config ...`, exactly what systemd runs), and the clients and servers run in the bench's own trio
-loop. The daemon's CPU time and RSS come from /proc/<pid>/stat and /proc/<pid>/status, so neither the
+loop, except the small connection of the fairness figure (bench/echo_probe.py, a process of its own,
+so that its latency does not include the bench loop's own queueing behind the bulk transfers). The daemon's CPU time and RSS come from /proc/<pid>/stat and /proc/<pid>/status, so neither the
 emulator nor the bench counts against it.
 """
 
@@ -250,8 +251,16 @@ class Emulator:
         return ProcStats(self.proc.pid)
 
 
-def daemon_config(tmp: Path, emu: Emulator, server_port: int, listen_port: int) -> str:
+def daemon_config(tmp: Path, emu: Emulator, server_port: int, listen_port: int,
+                  probe: tuple[int, int] | None = None) -> str:
+    """`probe`: (forward port, remote port) of a second forward for bench/echo_probe.py."""
     power = [sys.executable, "-m", "modemd.emulator.power", "--control", emu.control_path]
+    extra = "" if probe is None else f"""
+[[forward]]
+name = "probe"
+listen = "tcp:127.0.0.1:{probe[0]}"
+remote = "127.0.0.1:{probe[1]}"
+"""
     return f"""\
 [modem]
 port = "{emu.tty}"
@@ -286,7 +295,7 @@ level = "warning"
 name = "bench"
 listen = "tcp:127.0.0.1:{listen_port}"
 remote = "127.0.0.1:{server_port}"
-""".replace("'", '"')
+{extra}""".replace("'", '"')
 
 
 class Daemon:

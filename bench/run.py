@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shlex
@@ -387,13 +388,22 @@ async def bulk_one(port: int, servers: Servers, direction: str, tag: int, stop: 
         sink.append(await upload(port, servers, tag, None, stop=stop))
 
 
-async def fairness(opts: Opts, report: Report, servers: Servers, emu: Emulator, port: int) -> None:
+async def probe_rtts(probe: tuple[int, int], *args: str) -> list[float]:
+    """Run bench/echo_probe.py (its own process: both ends of the small connection)."""
+    forward_port, server_port = probe
+    cmd = [sys.executable, str(Path(__file__).resolve().parent / "echo_probe.py"),
+           str(server_port), str(forward_port), *args]
+    result = await trio.run_process(cmd, capture_stdout=True)
+    return json.loads(result.stdout)["rtts"]
+
+
+async def fairness(opts: Opts, report: Report, servers: Servers, emu: Emulator, port: int,
+                   probe: tuple[int, int]) -> None:
     rows = []
     for baud in (0, 921600):
         await emu.control(f"baud {baud}")
         for direction in ("down", "up"):
-            echo = await Echo.open(port, MSG)
-            alone = await echo.samples(opts.samples // 2, gap=0.002)
+            alone = await probe_rtts(probe, "--count", str(opts.samples // 2))
             stop = trio.Event()
             checkers: list[Checker] = []
             loaded: list[float] = []
@@ -403,13 +413,9 @@ async def fairness(opts: Opts, report: Report, servers: Servers, emu: Emulator, 
                     nursery.start_soon(bulk_one, port, servers, direction, 5000 + i, stop, checkers)
                 await trio.sleep(min(2.0, opts.fair_seconds / 3))  # all of them running
                 t0 = time.perf_counter()
-                end = t0 + opts.fair_seconds
-                while time.perf_counter() < end:
-                    loaded.append(await echo.rtt())
-                    await trio.sleep(0.002)
+                loaded = await probe_rtts(probe, "--seconds", str(opts.fair_seconds))
                 t1 = time.perf_counter()
                 stop.set()
-            echo.close()
             if direction == "up":
                 shares = [c.offset for c in checkers]  # all stopped together: totals
             else:
@@ -437,7 +443,10 @@ async def fairness(opts: Opts, report: Report, servers: Servers, emu: Emulator, 
             "small p50 / p99 under load (ms)", "p99 ratio"], rows,
         f"The {FAIR_BULK} run together for {opts.fair_seconds:g} s; Jain's index over the bytes each moved "
         "in that window (uploads: over each one's total). The small connection sends 64 bytes and "
-        "waits for the echo, 2 ms apart, alone first and then under the load, in the same run.",
+        "waits for the echo, 2 ms apart, alone first and then under the load, in the same run; it "
+        "runs in a process of its own (bench/echo_probe.py, client and echo server, through a "
+        "second forward), so its figures do not include the bench loop that drives the bulk "
+        "transfers.",
     )
 
 
@@ -621,7 +630,8 @@ async def main(opts: Opts) -> None:
                 if want("recovery"):
                     ready, serving = await start_times(opts, tmp, servers, emu)
                 port = free_port()
-                daemon = Daemon(tmp, opts.src, daemon_config(tmp, emu, servers.port, port))
+                probe = (free_port(), free_port())
+                daemon = Daemon(tmp, opts.src, daemon_config(tmp, emu, servers.port, port, probe))
                 daemon.check_source()
                 async with daemon.running():
                     await wait_serving(port)
@@ -631,7 +641,7 @@ async def main(opts: Opts) -> None:
                         await bulk(opts, report, servers, emu, daemon, port, raw_up)
                     await emu.control("turnaround 0")
                     if want("fairness"):
-                        await fairness(opts, report, servers, emu, port)
+                        await fairness(opts, report, servers, emu, port, probe)
                     if want("cost"):
                         await cost(opts, report, servers, emu, daemon, port)
                     if want("slow") and opts.slow_minutes > 0:

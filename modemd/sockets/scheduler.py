@@ -70,11 +70,12 @@ class TurnScheduler:
     async def _take(self, key: Hashable) -> None:
         if self.busy < self.depth and not self._waiting:
             # cancellation is checked before the slot is taken: a caller cancelled here must not
-            # keep a slot it never gets to release (two such leaks stopped every data command)
+            # keep a slot it never gets to release (two such leaks stopped every data command).
+            # No yield after it: the caller's command is written at once, and it yields waiting
+            # for the answer anyway (a yield here cost a scheduler pass on every small message).
             await trio.lowlevel.checkpoint_if_cancelled()
             self.busy += 1
             self._mark(key)
-            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         self._seq += 1
         turn = _Turn(key, self._seq)
