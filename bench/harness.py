@@ -266,8 +266,8 @@ remote = "127.0.0.1:{probe[1]}"
 port = "{emu.tty}"
 model = "bg96"
 lock_dir = "{tmp}"
-health_interval = 2.0
-health_timeout = 1.0
+health_interval = 3.0
+health_timeout = 3.0   # short for the hang figure; 1 s rebooted a healthy module whose AT answer waited behind 11 saturating pushes at 921600
 
 [pdp]
 apn = "internet"
@@ -289,7 +289,7 @@ listen = ""
 socket = "{tmp}/modemd.sock"
 
 [log]
-level = "warning"
+level = "{os.environ.get("MODEMD_BENCH_LOG_LEVEL", "warning")}"
 
 [[forward]]
 name = "bench"
@@ -327,7 +327,8 @@ class Daemon:
             args[1:1] = ["-m", "cProfile", "-o", os.environ["MODEMD_BENCH_CPROFILE"]]
         if os.environ.get("MODEMD_BENCH_DAEMON_SCRIPT"):  # tracing aid: a wrapper around the cli
             args[1:3] = [os.environ["MODEMD_BENCH_DAEMON_SCRIPT"]]
-        log = open(self.tmp / "modemd.log", "ab")
+        # MODEMD_BENCH_LOG=FILE keeps the daemon's log (warnings and up) after the run
+        log = open(os.environ.get("MODEMD_BENCH_LOG") or self.tmp / "modemd.log", "ab")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._notifications, sock)
             self.started = time.perf_counter()

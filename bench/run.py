@@ -572,7 +572,7 @@ async def recovery(opts: Opts, report: Report, emu: Emulator, port: int,
         ["pdpdeact → serving", pdp.fmt(".3f"), f"includes the emulator's QIACT delay "
          f"{emu.qiact_delay:g} s"],
         ["module hang → serving", hang.fmt(".3f"),
-         "detection (health AT every 2 s, 1 s deadline), 3 × 1 s resync, supply cut 0.5 s, "
+         "detection (health AT every 3 s, 3 s deadline), 3 × 1 s resync, supply cut 0.5 s, "
          f"emulator boot {emu.boot_delay:g} s, bring-up, QIACT delay {emu.qiact_delay:g} s"],
         ["emulator boot (configured)", f"{emu.boot_delay:.3f}", "power-on → RDY"],
     ]
