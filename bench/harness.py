@@ -5,8 +5,9 @@ Process layout (design rule of the benchmark issue): the emulator runs as one pr
 (`python -m modemd.emulator`, paced with --baud), the daemon as another (`python -m modemd.cli
 --config ...`, exactly what systemd runs), and the clients and servers run in the bench's own trio
 loop, except the small connection of the fairness figure (bench/echo_probe.py, a process of its own,
-so that its latency does not include the bench loop's own queueing behind the bulk transfers). The daemon's CPU time and RSS come from /proc/<pid>/stat and /proc/<pid>/status, so neither the
-emulator nor the bench counts against it.
+so that its latency does not include the bench loop's own queueing behind the bulk transfers). The
+daemon's CPU time and RSS come from /proc/<pid>/stat and /proc/<pid>/status, so neither the emulator
+nor the bench counts against it.
 """
 
 from __future__ import annotations
@@ -388,8 +389,8 @@ class Servers:
         self.uploads: dict[int, UpResult] = {}
         self.port = 0
 
-    async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async def run(self, port: int = 0, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         task_status.started(self.port)
         await trio.serve_listeners(self._serve, listeners)

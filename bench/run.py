@@ -406,7 +406,6 @@ async def fairness(opts: Opts, report: Report, servers: Servers, emu: Emulator, 
             alone = await probe_rtts(probe, "--count", str(opts.samples // 2))
             stop = trio.Event()
             checkers: list[Checker] = []
-            loaded: list[float] = []
 
             async with trio.open_nursery() as nursery:
                 for i in range(FAIR_BULK):

@@ -156,12 +156,7 @@ class SerialPort:
         await trio.lowlevel.checkpoint_if_cancelled()
         waited = False
         while True:
-            try:
-                data = os.read(self.fd, max_bytes)
-            except BlockingIOError:
-                data = None
-            except OSError as exc:
-                raise SerialDisconnected(f"serial port {self.path} failed: {exc.strerror}") from None
+            data = self._read(max_bytes)
             if data:
                 if not waited:
                     await trio.lowlevel.cancel_shielded_checkpoint()
@@ -174,8 +169,12 @@ class SerialPort:
     def read_nowait(self, max_bytes: int = 65536) -> bytes | None:
         """What has arrived, without waiting or a checkpoint (None: nothing); the reader uses it
         right after a paced sleep, which already was its checkpoint."""
+        return self._read(max_bytes) or None
+
+    def _read(self, max_bytes: int) -> bytes | None:
+        """One non-blocking read: None when nothing is there, b"" when the tty reports EOF."""
         try:
-            return os.read(self.fd, max_bytes) or None
+            return os.read(self.fd, max_bytes)
         except BlockingIOError:
             return None
         except OSError as exc:

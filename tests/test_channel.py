@@ -314,3 +314,41 @@ async def test_module_reset_fails_the_command_in_flight_at_once():
         assert trio.current_time() - t0 < 5
         assert (await channel.command(Command("ATE0"))).final == "OK"
         nursery.cancel_scope.cancel()
+
+
+class _RecordingTransport:
+    """A memory stream that also takes writes without waiting, like SerialPort.write_nowait."""
+
+    def __init__(self, stream) -> None:
+        self.stream = stream
+        self.written = bytearray()
+
+    async def receive_some(self, max_bytes: int = 65536) -> bytes:
+        return await self.stream.receive_some(max_bytes)
+
+    async def send_all(self, data: bytes) -> None:
+        self.written += data
+
+    def write_nowait(self, data: bytes) -> int:
+        self.written += data
+        return len(data)
+
+
+async def test_submit_writes_at_once_on_an_idle_channel():
+    """No task switch between submit() and the wire when nothing is in flight (latency of every
+    small message); a second command waits for the first one's final result."""
+    a, b = trio.testing.memory_stream_pair()
+    transport = _RecordingTransport(a)
+    channel = AtChannel(transport)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run)
+        first = channel.submit(Command("AT"))
+        assert transport.written == b"AT\r"          # before any checkpoint
+        second = channel.submit(Command("ATE0"))
+        assert transport.written == b"AT\r" and channel.queued == 1
+        await b.send_all(b"\r\nOK\r\n")
+        assert (await channel.wait(first)).final == "OK"
+        assert transport.written == b"AT\rATE0\r"
+        await b.send_all(b"\r\nOK\r\n")
+        assert (await channel.wait(second)).final == "OK"
+        nursery.cancel_scope.cancel()

@@ -124,7 +124,7 @@ class AtChannel:
         self.protocol = AtProtocol()
         self.observer = observer or Observer()
         self._pending: deque[_Request] = deque()  # submitted, not written yet, in order
-        self._running = False                      # the writer runs: commands may start
+        self._running = False                      # run() is on: submit() may write at once
         self._writes: deque[bytes] = deque()  # what the tty did not take at once, in order
         self._wake = trio.Event()              # the writer: written, finished, or more to write
         self._rouse = trio.Event()             # the reader, in a paced wait: a command was written
@@ -200,6 +200,7 @@ class AtChannel:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._reader)
                 nursery.start_soon(self._writer)
+                self._running = True  # from here submit() may write; the writer arms deadlines
                 task_status.started()
         except BaseException as exc:
             self._close(exc)
@@ -350,8 +351,6 @@ class AtChannel:
         self._wake.set()
 
     async def _writer(self) -> None:
-        self._running = True
-        self._start_next()
         while True:
             while self._writes:
                 await self.transport.send_all(self._writes[0])
