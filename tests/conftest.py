@@ -92,3 +92,15 @@ def pytest_terminal_summary(terminalreporter):
         terminalreporter.write_line(
             f"data promise: {SHA_CHECKED[0]:,} bytes moved through modemd and SHA-256 checked"
         )
+
+
+def source_readable_by_others() -> bool:
+    """Tests that run modemctl as `nobody` import modemd from this checkout: every directory up
+    to it must be world-searchable (a clone inside a 0700 `mktemp -d` directory is not)."""
+    import os
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "modemd"
+    dirs = [package, *package.parents]
+    return all(d.stat().st_mode & 0o001 for d in dirs) and bool(package.stat().st_mode & 0o004) \
+        and os.access(package, os.R_OK)

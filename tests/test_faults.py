@@ -41,7 +41,7 @@ from modemd.serial import SerialPort
 from modemd.sockets.manager import SocketManager
 from modemd.supervisor.states import State
 from modemd.supervisor.supervisor import Supervisor
-from tests.conftest import count_sha_bytes
+from tests.conftest import count_sha_bytes, source_readable_by_others
 from tests.sockets_helpers import (
     echo_handler,
     free_port,
@@ -969,9 +969,10 @@ def _as_nobody() -> list[str] | None:
     return None
 
 
-@pytest.mark.skipif(_as_nobody() is None or not Path("/usr/bin/python3").exists(),
-                    reason="needs root, setpriv or runuser, and /usr/bin/python3 to run modemctl "
-                           "as nobody")
+@pytest.mark.skipif(_as_nobody() is None or not Path("/usr/bin/python3").exists()
+                    or not source_readable_by_others(),
+                    reason="needs root, setpriv or runuser, /usr/bin/python3 and a checkout nobody "
+                           "can read to run modemctl as nobody")
 def test_control_socket_refuses_privileged_commands_to_another_uid():
     """Through the real daemon: `nobody` may connect (mode 0666) and read status, but SO_PEERCRED
     keeps it from at, reboot, reload and reconnect; root may."""

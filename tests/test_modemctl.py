@@ -16,6 +16,7 @@ import trio
 
 from modemd import modemctl
 from modemd.control import ControlError, ControlServer
+from tests.conftest import source_readable_by_others
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -265,8 +266,8 @@ async def test_usage_errors(tmp_path):
 # -- permissions: modemctl run as another user ------------------------------------------------------
 SYSTEM_PYTHON = "/usr/bin/python3"
 as_nobody = pytest.mark.skipif(
-    os.geteuid() != 0 or not Path(SYSTEM_PYTHON).exists(),
-    reason="needs root (to run modemctl as nobody) and /usr/bin/python3",
+    os.geteuid() != 0 or not Path(SYSTEM_PYTHON).exists() or not source_readable_by_others(),
+    reason="needs root (to run modemctl as nobody), /usr/bin/python3 and a checkout nobody can read",
 )
 
 
