@@ -146,10 +146,19 @@ def jain(xs: Sequence[float]) -> float:
 # processes
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port free now and never handed out before by this process: port 0 may give
+    the same port twice, and a config with two listeners on one port is refused."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def python_env(src: Path) -> dict[str, str]:

@@ -43,17 +43,12 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from harness import free_port  # bench/ is on sys.path: this runs as a script from it
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 FAULTS = ("pdpdeact", "hang", "power_cycle", "powered_down", "remote_close", "send_fail",
           "drop_recv")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def toml_list(argv: list[str]) -> str:

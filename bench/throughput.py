@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from harness import free_port  # noqa: E402  (bench/ is on sys.path: this runs as a script from it)
+
 from modemd.at.channel import AtChannel, AtTimeout  # noqa: E402
 from modemd.at.commands import QuectelAt  # noqa: E402
 from modemd.config import parse_config  # noqa: E402
@@ -41,14 +42,6 @@ from modemd.serial import SerialPort  # noqa: E402
 from modemd.sockets.manager import SocketManager  # noqa: E402
 
 CHUNK = 65536
-
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @asynccontextmanager

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket as pysocket
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ from modemd.link import ModemLink
 from modemd.proxy.proxy import Proxy
 from modemd.sockets.manager import SocketManager
 from tests.conftest import open_stack
+from tests.ports import free_port
 
 
 @dataclass
@@ -183,14 +183,6 @@ def linger_reset_error(exc: BaseException) -> bool:
     if isinstance(exc, trio.BrokenResourceError):
         exc = exc.__cause__ or exc
     return isinstance(exc, ConnectionResetError)
-
-
-def free_port(kind: int = pysocket.SOCK_STREAM) -> int:
-    s = pysocket.socket(pysocket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 __all__ = [

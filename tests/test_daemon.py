@@ -15,13 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 PY = sys.executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_config(tmp: Path, http_port: int, extra: str = "") -> tuple[Path, dict]:

@@ -669,18 +669,12 @@ async def test_data_promise_sha256_under_nonfatal_faults(mode):
 SECRET, USER = "s3cret-Pa55word-Q7", "gateway-user-Z9"
 
 
-def _free_port() -> int:
-    with pysocket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class LiveDaemon:
     """`python -m modemd.emulator --control` plus `python -m modemd.cli --config` on its tty."""
 
     def __init__(self, tmp: Path, echo_port: int, extra: str = "", log_level: str = "info"):
         self.tmp = tmp
-        self.ports = {k: _free_port() for k in ("fwd", "socks", "metrics")}
+        self.ports = {k: free_port() for k in ("fwd", "socks", "metrics")}
         self.emulator = subprocess.Popen(
             [PY, "-m", "modemd.emulator", "--tty-link", str(tmp / "tty"), "--control",
              str(tmp / "emu.sock"), "--boot-delay", "0.05", "--qiact-delay", "0.05"],
@@ -843,7 +837,7 @@ def test_sigterm_under_load_closes_every_module_socket():
     AT+QICLOSE, every local client is reset, the listeners and socket files are gone, and the
     daemon exits 0 well within its 15 s shutdown bound."""
     with thread_server(_pour_forever) as (port, _), \
-            live_daemon(port, f'[socks]\nlisten = "tcp:127.0.0.1:{_free_port()}"\n') as d:
+            live_daemon(port, f'[socks]\nlisten = "tcp:127.0.0.1:{free_port()}"\n') as d:
         socks_port = int(_toml_value(d, "socks"))
         clients = [pysocket.create_connection(("127.0.0.1", d.ports["fwd"])) for _ in range(5)]
         unix = pysocket.socket(pysocket.AF_UNIX)
@@ -886,7 +880,7 @@ def test_local_connection_floods_keep_the_daemon_bounded():
     """300 idle connections to SOCKS (max_clients 16, handshake_timeout 2 s) and 60 to a forward
     whose connect_ids are all busy (queue_limit 8, queue_timeout 2 s): the daemon's descriptors
     stay bounded while it lasts and return to where they were; its memory barely moves."""
-    extra = (f'[socks]\nlisten = "tcp:127.0.0.1:{_free_port()}"\nmax_clients = 16\n'
+    extra = (f'[socks]\nlisten = "tcp:127.0.0.1:{free_port()}"\nmax_clients = 16\n'
              'handshake_timeout = 2.0\n[proxy]\nqueue_limit = 8\nqueue_timeout = 2.0\n'
              'linger_seconds = 1.0\n')
     with thread_server(_echo) as (port, _), live_daemon(port, extra) as d:
