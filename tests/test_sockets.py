@@ -69,6 +69,37 @@ async def test_send_fail_is_backpressure_not_an_error():
         assert msock.failure is None
 
 
+async def test_ack_queries_of_many_sockets_go_one_at_a_time():
+    """Sockets opened together poll AT+QISEND=id,0 together; those polls take background turns,
+    so at most one is queued in the channel and another socket's data goes between them."""
+    async with modem() as rig, tcp_server(sink_handler) as server:
+        socks = [await rig.manager.open_client(1, "TCP", "127.0.0.1", server.port) for _ in range(6)]
+        for msock in socks:
+            await msock.send(b"x" * 100)
+        at = socks[0].env.at
+        polls, peak = 0, 0
+        original = at.qisend_ack
+
+        async def counted(connect_id: int):
+            nonlocal polls, peak
+            polls += 1
+            peak = max(peak, polls)
+            try:
+                return await original(connect_id)
+            finally:
+                polls -= 1
+
+        at.qisend_ack = counted
+        async with trio.open_nursery() as nursery:
+            for msock in socks:
+                nursery.start_soon(msock.query_ack)
+            await socks[0].send(b"data between the polls")
+        assert peak == 1
+        assert [msock.acked for msock in socks[1:]] == [100] * 5
+        for msock in socks:
+            await msock.aclose()
+
+
 @pytest.mark.parametrize("family", ["bg96", "bc25"])
 async def test_lost_recv_urc_is_recovered_by_reconcile(family):
     """Buffer mode (AT+QIRD): a lost "recv" URC is found by the reconcile poll. (Direct push has

@@ -142,6 +142,66 @@ async def test_scheduler_cancelled_taker_keeps_no_slot():
         assert sched.busy == 1
 
 
+async def test_scheduler_background_turns_never_fill_the_line():
+    """Eleven ACK polls fired together (sockets opened together) hold at most one slot: a data
+    command arriving behind them goes next, not behind all eleven."""
+    sched = TurnScheduler(depth=2)
+    order: list[str] = []
+    gates: dict[str, trio.Event] = {}
+
+    async def command(key: str, background: bool) -> None:
+        async with sched.turn(key, background=background):
+            order.append(key)
+            gates[key] = trio.Event()
+            await gates[key].wait()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(11):
+            nursery.start_soon(command, f"ack{i}", True)
+            await trio.testing.wait_all_tasks_blocked()
+        assert (sched.busy, sched.background_busy, sched.waiting) == (1, 1, 10)
+        nursery.start_soon(command, "data", False)
+        await trio.testing.wait_all_tasks_blocked()
+        assert order == ["ack0", "data"]  # the free slot went to the data command at once
+        assert sched.waiting == 10
+        while sched.busy:
+            for gate in list(gates.values()):
+                gate.set()  # the running commands finish; the next waiting polls follow
+            await trio.testing.wait_all_tasks_blocked()
+            assert sched.background_busy <= 1
+    assert sorted(order) == sorted([f"ack{i}" for i in range(11)] + ["data"])
+    assert (sched.busy, sched.background_busy, sched.waiting) == (0, 0, 0)
+
+
+async def test_scheduler_background_turn_is_not_starved_by_bulk():
+    """Two bulk sockets keep both slots busy; an ACK poll still gets its turn in the rotation."""
+    sched = TurnScheduler(depth=2)
+    order: list[str] = []
+    gate = trio.Event()
+
+    async def work(key: str, n: int, background: bool = False) -> None:
+        for _ in range(n):
+            async with sched.turn(key, background=background):
+                order.append(key)
+                await gate.wait()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(work, "bulk1", 20)
+        nursery.start_soon(work, "bulk2", 20)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(work, "ack", 1, True)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(order) == ["bulk1", "bulk2"] and sched.waiting == 1
+        while len(order) < 41:
+            gate.set()
+            gate = trio.Event()
+            await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+    # granted the first freed slot (its last turn is the oldest); trio may run the two granted
+    # tasks in either order
+    assert order.index("ack") in (2, 3)
+
+
 class FakeSocket:
     def __init__(self, connect_id: int) -> None:
         self.connect_id = connect_id

@@ -329,7 +329,8 @@ class ModuleSocket:
         stats.reconcile_polls += 1
         if self.env.profile.has_read_totals and self.service_type in STREAM_TYPES:
             try:
-                totals = await self._run(self.env.at.qird_totals, self.connect_id)
+                async with self.env.scheduler.turn(self.connect_id, background=True):
+                    totals = await self._run(self.env.at.qird_totals, self.connect_id)
             except AtCommandError as exc:
                 error = self._command_error(exc)
                 if isinstance(error, RemoteClosed):
@@ -489,9 +490,11 @@ class ModuleSocket:
             delay = min(delay * 2, SEND_BACKOFF[1])
 
     async def query_ack(self) -> None:
-        """AT+QISEND=id,0: what the remote has acknowledged."""
+        """AT+QISEND=id,0: what the remote has acknowledged (a background turn: bookkeeping
+        must not queue ahead of other sockets' data)."""
         try:
-            ack = await self._run(self.env.at.qisend_ack, self.connect_id)
+            async with self.env.scheduler.turn(self.connect_id, background=True):
+                ack = await self._run(self.env.at.qisend_ack, self.connect_id)
         except AtCommandError as exc:
             raise self._command_error(exc) from None
         self.acked, self.unacked = ack.acked, ack.unacked
