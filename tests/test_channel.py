@@ -352,3 +352,45 @@ async def test_submit_writes_at_once_on_an_idle_channel():
         await b.send_all(b"\r\nOK\r\n")
         assert (await channel.wait(second)).final == "OK"
         nursery.cancel_scope.cancel()
+
+
+async def test_a_command_written_during_a_paced_wait_is_answered_without_waiting(mock_clock):
+    """While the module streams direct-push frames and nothing is in flight, the reader waits
+    about one frame between reads (pacer.py). A command written then wakes it at once: its answer
+    is read when it arrives, not when the wait would have ended (real pty, virtual time)."""
+    master, slave = os.openpty()
+    port = SerialPort.open(os.ttyname(slave), 921600, lock_dir=None)
+    module = trio.lowlevel.FdStream(master)
+    os.close(slave)
+    channel = AtChannel(port)
+    pushed: list[int] = []
+    channel.push_sink = lambda urc: pushed.append(urc.connect_id)
+    channel.set_push(0, True)
+    frame = b'\r\n+QIURC: "recv",0,1500\r\n' + bytes(1500) + b"\r\n"
+    rate = 92_160  # bytes/s: a saturated 921600 line, handed over in 512-byte bursts like a tty
+
+    async def stream(frame: bytes) -> None:
+        for offset in range(0, len(frame), 512):
+            burst = frame[offset : offset + 512]
+            await module.send_all(burst)
+            await trio.sleep(len(burst) / rate)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            for _ in range(8):  # the pacer measures the stream and starts waiting between frames
+                await stream(frame)
+            # every frame was followed by a paced wait; the last one (~16 ms) is still running
+            await trio.testing.wait_all_tasks_blocked(0.01)  # (real seconds, under the autojump)
+            assert len(pushed) == 8 and channel.pacer.lingers == 8
+            request = channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
+            assert await module.receive_some() == b"AT+CSQ\r"
+            answered_at = trio.current_time()
+            await module.send_all(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+            response = await channel.wait(request)
+            assert response.lines == ["+CSQ: 20,99"]
+            assert trio.current_time() - answered_at < 0.001  # not when the wait would end
+            nursery.cancel_scope.cancel()
+    finally:
+        port.close()
+        await module.aclose()

@@ -134,6 +134,7 @@ class AtChannel:
         self._current: _Request | None = None
         self._closed: BaseException | None = None
         self.last_rx = -math.inf       # trio time of the last byte read
+        self.pacer = ReadPacer()            # the reader's (a fresh one per run): waits, lingers
         self.last_final = -math.inf    # trio time of the last final result (module is answering)
         self.commands_sent = 0
         # direct-push data goes here, synchronously from the reader, instead of to subscribers
@@ -225,7 +226,7 @@ class AtChannel:
             self._pending.popleft().finish(error=reason)
 
     async def _reader(self) -> None:
-        pacer = ReadPacer()
+        self.pacer = pacer = ReadPacer()
         read_nowait = getattr(self.transport, "read_nowait", None)
         data = None
         while True:
