@@ -19,6 +19,6 @@ if ((${#need[@]})); then
 fi
 
 python3 -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | grep -v 'file:///opt' || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test,gpio]' 2>&1 | grep -v 'file:///opt' || true
 .venv/bin/ruff check modemd tests bench
 exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
