@@ -10,7 +10,7 @@
 # `.venv/bin/python fuzz/fuzz_<target>.py --replay FILE`). Without atheris the targets only replay
 # their corpus once. Exit status: 1 if any target had a finding.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 
 secs=${1:-60}
 shift || true

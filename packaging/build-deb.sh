@@ -35,6 +35,8 @@ if ! command -v dpkg-buildpackage >/dev/null 2>&1 || \
    ! dpkg-checkbuilddeps "$ROOT/packaging/debian/control" >/dev/null 2>&1; then
     if [ "$INSTALL_DEPS" = yes ] && [ "$(id -u)" -eq 0 ]; then
         echo "build-deb.sh: installing build dependencies: $BUILD_DEPS" >&2
+        # one word per package: POSIX sh has no arrays, the split is the point
+        # shellcheck disable=SC2086
         DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $BUILD_DEPS >&2 \
             || die "apt-get install failed (try: apt-get update)"
     else

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite needs on a fresh Debian machine, then runs it.
-# System tools (real clients and checkers the tests drive): socat, curl, promtool, systemd-nspawn.
+# System tools (real clients and checkers the tests drive): socat, curl, promtool, shellcheck,
+# systemd-nspawn.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,7 @@ command -v promtool >/dev/null || need+=(prometheus)
 command -v systemd-nspawn >/dev/null || need+=(systemd-container)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v dh_python3 >/dev/null || need+=(dh-python debhelper pybuild-plugin-pyproject python3-all python3-setuptools)
+command -v shellcheck >/dev/null || need+=(shellcheck)
 if ((${#need[@]})); then
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   echo "installing system packages: ${need[*]}"

@@ -183,6 +183,10 @@ def test_shellcheck():
     files = [BUILD_DEB] + [DEBIAN / n for n in ("postinst", "prerm", "postrm")]
     res = subprocess.run(["shellcheck", "-s", "sh", *map(str, files)], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout
+    # the bash scripts: CI's entry point, the test runner, the fuzz runner
+    scripts = [ROOT / ".ci" / "run", ROOT / "tests" / "run.sh", ROOT / "fuzz" / "run.sh"]
+    res = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
 
 
 def test_readme_explains_the_choice():
