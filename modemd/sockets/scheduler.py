@@ -11,8 +11,8 @@ at most `background_depth` of them are out at once, so sockets opened together, 
 fire together, cannot fill the channel with a dozen queries while a data command waits behind them
 (under a saturated 921600 line each query takes ~180 ms: eleven of them stalled a 64-byte echo 2 s).
 A background turn still competes by least-recently-served, so it is never starved.
-Commands outside the sockets (QIOPEN, QICLOSE, the supervisor's) skip the scheduler and wait behind
-at most `depth` commands.
+Commands outside the sockets (QIOPEN, QICLOSE, the supervisor's) skip the scheduler: they wait
+behind at most `depth` socket commands, plus whatever unscheduled commands were queued before them.
 """
 
 from __future__ import annotations
