@@ -63,6 +63,23 @@ class AtCommandError(AtError):
         return self.response.error_code
 
 
+class CommandLost(AtError):
+    """The command got no final result within its expected response time, yet the module answered
+    the channel's probe `AT` afterwards: the command or its answer was lost on the line (noise, a
+    USB hiccup, an overrun ate its CR). The module is alive and is not rebooted: the caller decides
+    what to do (retry, reconcile with a query, or reset its one connection).
+
+    data_written: the command's payload (QISEND data after `>`) may have reached the module, so
+    the caller must ask the module what it has (AT+QISEND=id,0) before sending again."""
+
+    def __init__(self, command: Command, seconds: float, *, data_written: bool = False) -> None:
+        super().__init__(f"{command.name}: lost (no final result within {seconds:g} s, "
+                         "the module answered a probe)")
+        self.command = command
+        self.seconds = seconds
+        self.data_written = data_written
+
+
 class AtSkipped(AtError):
     """Not written: the command it was queued behind (`submit(after=...)`) did not succeed."""
 

@@ -39,7 +39,10 @@ class Command:
     data:        bytes written after the `>` prompt (fixed-length QISEND).
     finals:      result codes that end the command successfully.
     after_ok:    two-stage commands (BC25 QISEND/QICLOSE): after OK, wait for one of these.
-    timeout:     seconds the channel waits for the final result.
+    timeout:     seconds the channel waits for the final result (the outer bound).
+    expect:      seconds after which an unanswered command is suspected lost: the channel makes
+                 sure the line is quiet and probes with `AT` (answered: CommandLost; silent: the
+                 module is hung). None: only `timeout` applies.
     """
 
     text: str
@@ -50,6 +53,7 @@ class Command:
     finals: frozenset[str] = OK_FINALS
     after_ok: frozenset[str] | None = None
     timeout: float = 60.0
+    expect: float | None = None
 
     @property
     def name(self) -> str:
