@@ -70,14 +70,19 @@ class CommandLost(AtError):
     what to do (retry, reconcile with a query, or reset its one connection).
 
     data_written: the command's payload (QISEND data after `>`) may have reached the module, so
-    the caller must ask the module what it has (AT+QISEND=id,0) before sending again."""
+    the caller must ask the module what it has (AT+QISEND=id,0) before sending again.
+    junk: the `>` prompt was lost and the module took the probe as data, so the channel had to
+    complete the data phase with filler: the remote may receive bytes that are not the client's,
+    and the caller must reset that connection."""
 
-    def __init__(self, command: Command, seconds: float, *, data_written: bool = False) -> None:
+    def __init__(self, command: Command, seconds: float, *, data_written: bool = False,
+                 junk: bool = False) -> None:
         super().__init__(f"{command.name}: lost (no final result within {seconds:g} s, "
                          "the module answered a probe)")
         self.command = command
         self.seconds = seconds
         self.data_written = data_written
+        self.junk = junk
 
 
 class AtSkipped(AtError):
