@@ -32,6 +32,7 @@ import ipaddress
 import math
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -697,6 +698,28 @@ def _check_abs_path(value: str) -> None:
         raise ValueError("the path contains a NUL byte")
 
 
+MEMORY_DEVICES_MAJOR = 1  # /dev/null, /dev/zero, /dev/urandom ...: character devices, never a tty
+
+
+def _check_serial_port(value: str) -> None:
+    """A port that exists must be a character device that can be a tty (a missing one is fine:
+    a USB module's port appears when the module is powered)."""
+    _check_abs_path(value)
+    try:
+        st = os.stat(value)
+    except OSError:
+        return
+    fix = "name the module's AT port, e.g. /dev/ttyUSB2 or /dev/modemd-at"
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"{_show(value)} is a directory, not a serial port: {fix}")
+    if stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{_show(value)} is a regular file, not a serial port: {fix}")
+    if not stat.S_ISCHR(st.st_mode):
+        raise ValueError(f"{_show(value)} is not a character device: {fix}")
+    if os.major(st.st_rdev) == MEMORY_DEVICES_MAJOR:
+        raise ValueError(f"{_show(value)} is a memory device, not a serial port: {fix}")
+
+
 def _check_name(value: str) -> None:
     if not _NAME_RE.match(value):
         raise ValueError(f"{_show(value)} must match {NAME_PATTERN}")
@@ -720,7 +743,7 @@ def _modem(errors: list[str], data: Any, emulate: bool) -> ModemConfig:
 
     def check_port(value: str) -> None:
         if value or not emulate:
-            _check_abs_path(value)
+            _check_serial_port(value)
 
     port = t.string("port", "", check=check_port)
     if not t.has("port") and not emulate:

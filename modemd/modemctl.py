@@ -338,22 +338,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the raw JSON result")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="seconds to wait for the answer (default depends on the command)")
+    # `--json` also after the command (`modemctl status --json`): SUPPRESS keeps the main value
+    json_flag = _Parser(add_help=False)
+    json_flag.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                           help="print the raw JSON result")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    sub.add_parser("status", help="daemon and module summary")
-    sub.add_parser("connections", help="open module sockets")
-    sp = sub.add_parser("ping", help="ping a host through the module")
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, parents=[json_flag])
+
+    add("status", "daemon and module summary")
+    add("connections", "open module sockets")
+    sp = add("ping", "ping a host through the module")
     sp.add_argument("host")
     sp.add_argument("-c", "--count", type=int, help="number of echo requests")
-    sp = sub.add_parser("resolve", help="resolve a host name through the module")
+    sp = add("resolve", "resolve a host name through the module")
     sp.add_argument("host")
-    sub.add_parser("reconnect", help="re-activate the PDP context")
-    sp = sub.add_parser("reboot", help="reboot the module")
+    add("reconnect", "re-activate the PDP context")
+    sp = add("reboot", "reboot the module")
     sp.add_argument("--force", action="store_true", help="reboot now, ignoring the back-off")
-    sub.add_parser("reload", help="re-read the configuration")
-    sp = sub.add_parser("at", help="send one AT command, e.g. modemctl at 'AT+CSQ'")
+    add("reload", "re-read the configuration")
+    sp = add("at", "send one AT command, e.g. modemctl at 'AT+CSQ'")
     sp.add_argument("command")
-    sub.add_parser("version", help="protocol and daemon version")
+    add("version", "protocol and daemon version")
     return p
 
 
@@ -394,6 +402,8 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
             text = FORMATTERS.get(ns.cmd, format_generic)(result)
         print(text, file=stdout)
         stdout.flush()
+        if ns.cmd == "at" and _at_failed(result):
+            return 1  # the module answered ERROR / +CME ERROR: scripts must see it
     except CtlError as exc:
         print(f"modemctl: {exc}", file=stderr)
         return 1
@@ -409,6 +419,12 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
         print(f"modemctl: unexpected error: {exc!r}", file=stderr)
         return 1
     return 0
+
+
+def _at_failed(result: Any) -> bool:
+    """The final result of `modemctl at` is an error code (ERROR, +CME ERROR, +CMS ERROR ...)."""
+    final = str(result.get("final", "")) if isinstance(result, dict) else ""
+    return final in ("ERROR", "NO CARRIER") or final.startswith(("+CME ERROR", "+CMS ERROR"))
 
 
 def run() -> None:

@@ -230,6 +230,11 @@ def _explain(path: str, exc: Exception) -> SerialError:
         )
     if err in (errno.EAGAIN, errno.EBUSY) or "exclusively lock" in text or "busy" in text.lower():
         return SerialError(f"serial port {path} is in use by another program: stop it first")
+    if err in (errno.ENOTTY, errno.EISDIR, errno.EINVAL) or "Inappropriate ioctl" in text:
+        return SerialError(
+            f"{path} is not a serial port: set modem.port to the module's AT port, e.g. "
+            "/dev/ttyUSB2 or /dev/modemd-at"
+        )
     if err == errno.ENOENT or "No such file" in text:
         return SerialMissing(f"serial port {path} does not exist: check modem.port")
     return SerialError(f"cannot open serial port {path}: {text}")

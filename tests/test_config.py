@@ -101,6 +101,31 @@ def test_port_required_unless_emulating() -> None:
     assert parse_config({"modem": {"port": ""}}, emulate=True).modem.port == ""
 
 
+@pytest.mark.parametrize("kind", ["directory", "regular file", "memory device"])
+def test_port_that_cannot_be_a_serial_port_is_refused(tmp_path, kind) -> None:
+    path = {"directory": str(tmp_path), "memory device": "/dev/null"}.get(kind)
+    if path is None:
+        path = str(tmp_path / "ttyFILE")
+        Path(path).write_text("")
+    error = one_error(f'[modem]\nport = "{path}"\n')
+    assert error.startswith("modem.port: ") and f"is a {kind}, not a serial port" in error, error
+    assert "/dev/ttyUSB2" in error  # names the fix
+
+
+def test_port_that_is_a_tty_or_missing_is_accepted(tmp_path) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        tty = os.ttyname(slave)
+        assert parse_config({"modem": {"port": tty}}).modem.port == tty
+    finally:
+        os.close(master)
+        os.close(slave)
+    missing = str(tmp_path / "ttyUSB9")  # a USB port appears when the module powers up
+    assert parse_config({"modem": {"port": missing}}).modem.port == missing
+
+
 def test_config_is_frozen_and_hashable() -> None:
     cfg = load_config(EXAMPLE)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -281,6 +281,7 @@ def test_missing_port_is_waited_for_with_one_clear_line(tmp_path):
             raise AssertionError(d.output())
         time.sleep(1.0)  # several polls later: still one warning, no spam
         assert d.output().count("; waiting for it") == 1
+        assert d.output().count("power.backend = none") == 1  # one notice, not two
         assert d.stop() == 0
     finally:
         if d.proc.poll() is None:

@@ -70,6 +70,9 @@ def make_handlers(calls: list):
         calls.append(("at", args))
         if args["command"] == "AT+FAIL":
             raise ControlError("AT+FAIL: +CME ERROR: 100")
+        finals = {"AT+ERR": "ERROR", "AT+CME": "+CME ERROR: 10", "AT+CMS": "+CMS ERROR: 604"}
+        if args["command"] in finals:
+            return {"lines": [], "final": finals[args["command"]]}
         return {"lines": ["+CSQ: 21,99"], "final": "OK"}
 
     async def simple(name):
@@ -140,6 +143,32 @@ async def test_status_json(control):
     res = await run_ctl("--socket", control.path, "--json", "status")
     assert res.returncode == 0
     assert json.loads(out(res)) == STATUS
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+async def test_json_flag_before_or_after_the_command(control, where):
+    argv = ["--json", "status"] if where == "before" else ["status", "--json"]
+    res = await run_ctl("--socket", control.path, *argv)
+    assert res.returncode == 0, err(res)
+    assert json.loads(out(res))["state"] == "serving"
+
+
+def test_json_flag_after_any_command_parses():
+    parser = modemctl.build_parser()
+    for argv in (["connections", "--json"], ["at", "AT+CSQ", "--json"], ["ping", "h", "--json"]):
+        assert parser.parse_args(argv).json is True
+    assert parser.parse_args(["connections"]).json is False
+
+
+@pytest.mark.parametrize("command, final", [
+    ("AT+ERR", "ERROR"), ("AT+CME", "+CME ERROR: 10"), ("AT+CMS", "+CMS ERROR: 604"),
+])
+async def test_at_exits_nonzero_when_the_module_answers_an_error(control, command, final):
+    res = await run_ctl("--socket", control.path, "at", command)
+    assert res.returncode == 1, err(res)
+    assert out(res).splitlines() == [final]  # the module's answer is still shown
+    res = await run_ctl("--socket", control.path, "--json", "at", command)
+    assert res.returncode == 1 and json.loads(out(res))["final"] == final
 
 
 async def test_connections_table(control):

@@ -126,11 +126,7 @@ class NoPowerBackend:
         supply_off_seconds: float = DEFAULT_SUPPLY_OFF_SECONDS,
     ) -> None:
         self.pwrkey_seconds = pwrkey_seconds
-        self.supply_off_seconds = supply_off_seconds
-        log.info(
-            "power.backend = none: no supply or PWRKEY control, "
-            "only software resets (AT+QPOWD, AT+CFUN) are available"
-        )
+        self.supply_off_seconds = supply_off_seconds  # the supervisor says once what this means
 
     def _fail(self) -> None:
         raise PowerError(
