@@ -113,6 +113,7 @@ class Daemon:
         self.args = args
         self.link = ModemLink()
         self.started = 0.0
+        self.emulated_hosts: dict[str, str] = {}  # --emulate: the emulator's whole DNS
 
     async def run(self) -> None:
         self.started = trio.current_time()
@@ -149,6 +150,7 @@ class Daemon:
         )
         emu_cfg = EmulatorConfig(family=family, baud=self.args.emulate_baud)
         self.emulator = await nursery.start(_run_emulator, Emulator, emu_cfg)
+        self.emulated_hosts = dict(emu_cfg.hosts)
         modem = dataclasses.replace(self.cfg.modem, port=self.emulator.tty_path)
         print(f"emulator: {family} module on {self.emulator.tty_path}", flush=True)
         return dataclasses.replace(self.cfg, modem=modem)
@@ -243,6 +245,8 @@ class Daemon:
             lines.append(f"  metrics: http://{_hostport(cfg.metrics.listen)}/metrics")
         if cfg.control.socket:
             lines.append(f"  control: {cfg.control.socket} (modemctl --socket {cfg.control.socket} status)")
+        if self.emulated_hosts:
+            lines.append(_emulated_dns_note(self.emulated_hosts))
         print("\n".join(lines), flush=True)
 
     async def _status_loop(self) -> None:
@@ -299,6 +303,16 @@ class Daemon:
         from .metrics_provider import provide
 
         provide(self, m)
+
+
+def _emulated_dns_note(hosts: dict[str, str]) -> str:
+    """The emulator has no Internet: say which names it resolves, so a README line that fetches
+    example.com is not mistaken for a fault when it answers 565 dns_failed."""
+    names = ", ".join(f"{name} -> {ip}" for name, ip in sorted(hosts.items()))
+    return (
+        f"  emulator: no Internet; the module resolves only {names} and connects to local "
+        "servers on loopback (other names, such as example.com, answer 565 dns_failed)"
+    )
 
 
 class EmulatorPower:

@@ -132,6 +132,9 @@ def sha(data: bytes) -> str:
 def test_emulated_daemon_serves_real_clients(daemon, http_server, tmp_path):
     status = daemon.wait_serving()
     assert status["pdp"]["up"] and status["pdp"]["address"]
+    # the banner says the emulator resolves only its hosts map (README's example.com would 565)
+    assert "resolves only localhost -> 127.0.0.1" in daemon.output()
+    assert "example.com, answer 565 dns_failed" in daemon.output()
     blob = http_server[1].read_bytes()
     # curl through SOCKS5 with the name resolved by the module
     out = subprocess.run(
