@@ -268,6 +268,13 @@ class Metrics(Observer):
             ["forward", "code"],
             registry=r,
         )
+        self.datagrams_dropped = Counter(
+            "modemd_datagrams_dropped_total",
+            "UDP datagrams dropped, by reason (oversize: larger than the module's QISEND maximum; "
+            "queue_full, too_many_peers, malformed, foreign_sender, no_sender, target_unreachable).",
+            ["forward", "reason"],
+            registry=r,
+        )
         self.connections_active = Gauge(
             "modemd_connections_active", "Open connections per forward.", ["forward"], registry=r
         )

@@ -52,6 +52,8 @@ def _data_path(daemon, m) -> None:
         m.set_connections_active(flow.name, flow.active)
         for reason, n in flow.refused.items():
             m.sync_counter(m.connections_failed, n, flow.name, str(reason))
+        for reason, n in flow.datagrams_dropped.items():
+            m.sync_counter(m.datagrams_dropped, n, flow.name, reason)
         for reason, n in flow.resets.items():
             m.sync_counter(m.connections_closed, n, flow.name, f"reset_{reason}")
         clean = flow.closed - sum(flow.resets.values())

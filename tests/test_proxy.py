@@ -219,6 +219,41 @@ async def test_udp_forward_round_trip_keeps_datagrams():
         remote.close()
 
 
+async def test_oversize_datagrams_are_counted_logged_once_and_exported(caplog):
+    """A datagram over the family's QISEND maximum cannot be sent: it is dropped, counted by
+    reason in modemd_datagrams_dropped_total, and logged (at most one line a minute)."""
+    import logging
+    from types import SimpleNamespace
+
+    from modemd.metrics import Metrics
+    from modemd.metrics_provider import _data_path
+
+    async with modem() as rig:
+        remote = trio.socket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM)
+        await remote.bind(("127.0.0.1", 0))
+        port = free_port(pysocket.SOCK_DGRAM)
+        cfg = proxy_config(forward_toml("dns", f"udp:127.0.0.1:{port}", remote.getsockname()[1]))
+        async with running_proxy(rig, cfg) as proxy:
+            client = trio.socket.socket(pysocket.AF_INET, pysocket.SOCK_DGRAM)
+            await client.connect(("127.0.0.1", port))
+            with caplog.at_level(logging.WARNING, logger="modemd.proxy"):
+                for _ in range(3):
+                    await client.send(b"x" * 2000)
+                await client.send(b"fits")
+                with trio.fail_after(10):
+                    assert (await remote.recvfrom(65535))[0] == b"fits"  # the flow goes on
+            assert proxy.flows["dns"].datagrams_dropped == {"oversize": 3}
+            lines = [r.getMessage() for r in caplog.records if "dropped a datagram" in r.getMessage()]
+            assert len(lines) == 1, lines
+            assert "2000 bytes, larger than the module's 1460-byte maximum" in lines[0]
+            m = Metrics()
+            _data_path(SimpleNamespace(manager=rig.manager, proxy=proxy), m)
+            assert m.value("modemd_datagrams_dropped_total",
+                           {"forward": "dns", "reason": "oversize"}) == 3
+            client.close()
+        remote.close()
+
+
 async def test_listen_tcp_reaches_local_service(tmp_path):
     async with modem() as rig, tcp_server(echo_handler) as target:
         toml = (

@@ -18,6 +18,7 @@ from ..config import Endpoint, ListenConfig
 from ..sockets.errors import SocketError
 from ..sockets.signal import wait_any
 from ..sockets.socket import ModuleSocket
+from .datagrams import drop_datagram
 from .forward import guarded, run_bridge
 from .stats import BufferGauge, FlowStats
 from .udp_forward import MAX_DATAGRAM, MAX_FLOWS, UDP_IDLE
@@ -128,17 +129,17 @@ class ModuleListen:
         try:
             while (result := await server.receive_result()).data:
                 if result.remote is None:
-                    self.flow.datagrams_dropped += 1
+                    drop_datagram(self.flow, "no_sender", "the module named no sender")
                     continue
                 peer = peers.get(result.remote)
                 if peer is None:
                     if len(peers) >= MAX_FLOWS:
-                        self.flow.datagrams_dropped += 1
+                        drop_datagram(self.flow, "too_many_peers", f"{MAX_FLOWS} peers already")
                         continue
                     try:
                         peer = await _ServicePeer.open(self, server, result.remote)
                     except OSError as exc:
-                        self.flow.datagrams_dropped += 1
+                        drop_datagram(self.flow, "target_unreachable", str(exc))
                         log.warning("listen %s: target %s: %s", self.cfg.name, self.cfg.target, exc)
                         continue
                     peers[result.remote] = peer
@@ -178,8 +179,8 @@ class _ServicePeer:
             await self.sock.send(data)
             self.listen.flow.datagrams_down += 1
             self.listen.flow.bytes_down += len(data)
-        except OSError:
-            self.listen.flow.datagrams_dropped += 1
+        except OSError as exc:
+            drop_datagram(self.listen.flow, "target_unreachable", str(exc))
 
     async def run(self, peers: dict) -> None:
         """Replies from the target go back to this peer until it is idle for UDP_IDLE s."""
@@ -197,7 +198,9 @@ class _ServicePeer:
                         try:
                             await self.server.send_datagram(data, self.remote)
                         except ValueError:
-                            flow.datagrams_dropped += 1
+                            limit = self.server.env.profile.max_send
+                            drop_datagram(flow, "oversize", f"{len(data)} bytes, larger than the "
+                                          f"module's {limit}-byte maximum")
                             continue
                         flow.datagrams_up += 1
                         flow.bytes_up += len(data)

@@ -17,6 +17,7 @@ import trio
 from ..config import SocksConfig
 from ..sockets import errors as E
 from ..sockets.socket import ModuleSocket
+from .datagrams import drop_datagram
 from .endpoints import bind_stream, peer_name, reset_stream
 from .forward import accept_loop, guarded, run_bridge
 from .socks5_parser import (
@@ -259,18 +260,17 @@ class UdpAssociation:
         while True:
             data, addr = await relay.recvfrom(MAX_DATAGRAM)
             if not self._from_client(addr):
-                flow.datagrams_dropped += 1
+                drop_datagram(flow, "foreign_sender", f"from {addr[0]}, not the associated client")
                 continue
             parsed = parse_udp_datagram(data)
             if isinstance(parsed, Failure):
-                flow.datagrams_dropped += 1
-                log.debug("socks: %s: dropped UDP datagram: %s", self.peer, parsed.reason)
+                drop_datagram(flow, "malformed", f"from {self.peer}: {parsed.reason}")
                 continue
             key = (parsed.host, parsed.port)
             udp = self.flows.get(key)
             if udp is None:
                 if len(self.flows) >= MAX_DESTINATIONS:
-                    flow.datagrams_dropped += 1
+                    drop_datagram(flow, "too_many_peers", f"{MAX_DESTINATIONS} destinations already")
                     continue
                 udp = self._new_flow(relay, key)
                 self.flows[key] = udp

@@ -19,7 +19,8 @@ class FlowStats:
     resets: Counter[str] = field(default_factory=Counter)   # local clients reset, by reason
     datagrams_up: int = 0
     datagrams_down: int = 0
-    datagrams_dropped: int = 0    # oversize, queue full, no session
+    datagrams_dropped: Counter[str] = field(default_factory=Counter)  # by reason (datagrams.py)
+    drops_logged: dict[str, float] = field(default_factory=dict, repr=False)  # reason -> when
 
 
 class BufferGauge:

@@ -17,6 +17,7 @@ from ..config import ForwardConfig
 from ..sockets.errors import SocketError
 from ..sockets.signal import wait_any
 from ..sockets.socket import ModuleSocket
+from .datagrams import drop_datagram
 from .endpoints import bind_udp
 from .forward import guarded
 from .stats import FlowStats
@@ -28,6 +29,10 @@ FLOW_QUEUE = 32      # datagrams waiting for the module socket to open / take th
 MAX_FLOWS = 64       # local peers per UDP forward (the connect_id pool bounds it further)
 MAX_DATAGRAM = 65535
 MAX_MODULE_DATAGRAM = 1460  # the largest QISEND of any family: bigger ones are dropped up front
+
+
+def _oversize(size: int, limit: int) -> str:
+    return f"{size} bytes, larger than the module's {limit}-byte maximum"
 
 
 class UdpFlow:
@@ -46,13 +51,14 @@ class UdpFlow:
     def offer(self, data: bytes) -> None:
         """Queue a datagram for the module; dropped (and counted) when too big or the queue is full."""
         if not 0 < len(data) <= MAX_MODULE_DATAGRAM:
-            self.flow.datagrams_dropped += 1
+            drop_datagram(self.flow, "oversize", _oversize(len(data), MAX_MODULE_DATAGRAM))
             return
         try:
             self._in.send_nowait(data)
             self.last_active = trio.current_time()
         except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            self.flow.datagrams_dropped += 1
+            drop_datagram(self.flow, "queue_full",
+                          f"{FLOW_QUEUE} datagrams already wait for the module")
 
     def close(self) -> None:
         self._scope.cancel()
@@ -85,9 +91,7 @@ class UdpFlow:
         try:
             async for data in self._out:
                 if not 0 < len(data) <= limit:
-                    self.flow.datagrams_dropped += 1
-                    log.debug("%s: dropped a %d-byte datagram (module limit %d)",
-                              self.name, len(data), limit)
+                    drop_datagram(self.flow, "oversize", _oversize(len(data), limit))
                     continue
                 await msock.send_datagram(data)
                 self.flow.datagrams_up += 1
@@ -141,7 +145,7 @@ class UdpForward:
         flow = self.flows.get(peer)
         if flow is None:
             if len(self.flows) >= MAX_FLOWS:
-                self.flow.datagrams_dropped += 1
+                drop_datagram(self.flow, "too_many_peers", f"{MAX_FLOWS} local peers already")
                 return
             flow = self._new_flow(sock, peer)
             self.flows[peer] = flow
