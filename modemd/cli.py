@@ -10,8 +10,9 @@ import argparse
 import sys
 
 from . import __version__
+from .instance import check_instance, config_file
 
-DEFAULT_CONFIG = "/etc/modemd/modemd.toml"
+DEFAULT_CONFIG = config_file()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog="modemd",
         description="Quectel module TCP/IP stack as ordinary local sockets.",
     )
-    parser.add_argument("--config", "-c", help=f"configuration file (default {DEFAULT_CONFIG})")
+    parser.add_argument("--config", "-c", help=f"configuration file (default {DEFAULT_CONFIG}, "
+                        "with --instance NAME /etc/modemd/NAME.toml)")
+    parser.add_argument(
+        "--instance", "-i", default="", type=_instance, metavar="NAME",
+        help="one of several modemd on this gateway (unit modemd@NAME): its config defaults to "
+             "/etc/modemd/NAME.toml and its control socket to /run/modemd/NAME/control.sock",
+    )
     parser.add_argument(
         "--emulate", action="store_true",
         help="run on the built-in module emulator instead of a real port (no hardware needed)",
@@ -36,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("file")
     check.add_argument("--emulate", action="store_true", help="allow an empty modem.port")
     return parser
+
+
+def _instance(name: str) -> str:
+    try:
+        return check_instance(name)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def check_config_main(path: str, emulate: bool) -> int:

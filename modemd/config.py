@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from modemd.instance import control_socket
 from modemd.validate import CREDENTIAL_MAX, check_apn, check_credential, check_hostname
 
 if sys.version_info >= (3, 11):
@@ -1116,9 +1117,9 @@ def _metrics(errors: list[str], data: Any) -> MetricsConfig:
     return MetricsConfig(listen=listen, allow_non_loopback=_loopback(t, listen))
 
 
-def _control(errors: list[str], data: Any) -> ControlConfig:
+def _control(errors: list[str], data: Any, instance: str = "") -> ControlConfig:
     t = _Table(errors, data, "control", ("socket", "mode", "group"))
-    sock = t.string("socket", "/run/modemd/control.sock")
+    sock = t.string("socket", control_socket(instance))
     if sock:
         try:
             sock = _check_unix_path(sock.removeprefix("unix:"), t.key("socket"))
@@ -1184,7 +1185,9 @@ def _cross_checks(
             ports[slot] = key
 
 
-def _build(data: Mapping[str, Any], errors: list[str], base_dir: Path, emulate: bool) -> Config:
+def _build(
+    data: Mapping[str, Any], errors: list[str], base_dir: Path, emulate: bool, instance: str = "",
+) -> Config:
     for k in data:
         if k not in _TOP:
             what = "section" if isinstance(data[k], (Mapping, list)) else "key"
@@ -1211,7 +1214,7 @@ def _build(data: Mapping[str, Any], errors: list[str], base_dir: Path, emulate: 
         socks=_socks(errors, data.get("socks")),
         proxy=_proxy(errors, data.get("proxy")),
         metrics=_metrics(errors, data.get("metrics")),
-        control=_control(errors, data.get("control")),
+        control=_control(errors, data.get("control"), instance),
         log=_log(errors, data.get("log")),
     )
     _cross_checks(errors, cfg, forwards, listens)
@@ -1246,25 +1249,30 @@ def parse_config(
     *,
     emulate: bool = False,
     source: str = "<config>",
+    instance: str = "",
 ) -> Config:
     """Build a :class:`Config` from a parsed TOML mapping or TOML text.
 
     Raises :class:`ConfigError` listing every problem.  ``base_dir`` anchors relative file
     names (``pdp.password_file``); ``emulate`` makes ``modem.port`` optional; ``source``
-    names the text in TOML syntax errors.
+    names the text in TOML syntax errors; ``instance`` (modemd@NAME) moves the default control
+    socket to /run/modemd/NAME/control.sock.
     """
     if isinstance(data, (str, bytes)):
         data = _loads(data, source)
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: the configuration must be a table, got {_typename(data)}")
     errors: list[str] = []
-    cfg = _build(data, errors, Path(base_dir) if base_dir is not None else Path.cwd(), emulate)
+    base = Path(base_dir) if base_dir is not None else Path.cwd()
+    cfg = _build(data, errors, base, emulate, instance)
     if errors:
         raise ConfigError(errors)
     return cfg
 
 
-def load_config(path: str | os.PathLike[str], *, emulate: bool = False) -> Config:
+def load_config(
+    path: str | os.PathLike[str], *, emulate: bool = False, instance: str = ""
+) -> Config:
     """Read and validate a TOML configuration file (raises :class:`ConfigError`)."""
     p = Path(path)
     try:
@@ -1283,7 +1291,7 @@ def load_config(path: str | os.PathLike[str], *, emulate: bool = False) -> Confi
     except OSError as exc:
         raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
     data = _loads(raw, str(p))
-    return parse_config(data, base_dir=p.parent, emulate=emulate, source=str(p))
+    return parse_config(data, base_dir=p.parent, emulate=emulate, source=str(p), instance=instance)
 
 
 def check_config(path: str | os.PathLike[str], *, emulate: bool = False) -> list[str]:

@@ -17,6 +17,7 @@ import trio
 
 from . import __version__, systemd
 from .config import Config, ConfigError, load_config, parse_config
+from .instance import config_file
 from .link import ModemLink
 from .logs import register_secret, setup_logging
 from .serial import SerialError
@@ -55,8 +56,9 @@ def load(args) -> Config:
             run = runtime_dir()
             run.mkdir(parents=True, exist_ok=True)
             return parse_config(emulate_defaults(run), emulate=True, source="built-in emulator config")
-        path = args.config or "/etc/modemd/modemd.toml"
-        return load_config(path, emulate=args.emulate)
+        instance = getattr(args, "instance", "")
+        path = args.config or config_file(instance)
+        return load_config(path, emulate=args.emulate, instance=instance)
     except ConfigError as exc:
         if len(exc.errors) == 1:
             raise UserError(exc.errors[0]) from None

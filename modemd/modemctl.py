@@ -1,6 +1,6 @@
 """modemctl: talk to a running modemd over its control socket.
 
-    modemctl [--socket PATH] [--json] [--timeout S] COMMAND
+    modemctl [--socket PATH | --instance NAME] [--json] [--timeout S] COMMAND [--json]
 
     status            state, module, operator, signal, IP, uptime, connection counts
     connections       open module sockets as a table
@@ -11,8 +11,9 @@
     reload            re-read the configuration (privileged)
     at 'AT+CSQ'       send one AT command (privileged)
 
-The socket is --socket, else $MODEMD_CONTROL, else /run/modemd/control.sock. Every failure is one line
-on stderr and exit status 1 (2 for usage errors); never a traceback.
+The socket is --socket, else --instance NAME's /run/modemd/NAME/control.sock, else $MODEMD_CONTROL,
+else /run/modemd/control.sock. Every failure is one line on stderr and exit status 1 (2 for usage
+errors); never a traceback. `modemctl at` exits 1 when the module answers ERROR or +CME/+CMS ERROR.
 
 The result shapes printed here (all keys optional; unknown keys are shown as they are):
   status:      {"state", "model", "firmware", "imei", "operator", "technology", "registration": {domain:
@@ -38,7 +39,9 @@ import sys
 import time
 from typing import Any, NoReturn, TextIO
 
-DEFAULT_SOCKET = "/run/modemd/control.sock"
+from .instance import check_instance, control_socket
+
+DEFAULT_SOCKET = control_socket()
 PROTOCOL_VERSION = 1
 MAX_ANSWER = 16 * 1024 * 1024
 
@@ -51,8 +54,13 @@ class CtlError(Exception):
     """One line for stderr."""
 
 
-def socket_path(arg: str | None) -> str:
-    return arg or os.environ.get("MODEMD_CONTROL") or DEFAULT_SOCKET
+def socket_path(arg: str | None, instance: str = "") -> str:
+    """--socket, else --instance's socket, else $MODEMD_CONTROL, else the default."""
+    if arg:
+        return arg
+    if instance:
+        return control_socket(instance)
+    return os.environ.get("MODEMD_CONTROL") or DEFAULT_SOCKET
 
 
 def request(path: str, cmd: str, args: dict[str, Any] | None = None, *,
@@ -335,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="modemctl", description="Control a running modemd.")
     p.add_argument("--socket", metavar="PATH",
                    help=f"control socket (default: $MODEMD_CONTROL or {DEFAULT_SOCKET})")
+    p.add_argument("--instance", "-i", metavar="NAME", default="",
+                   help="the modemd of unit modemd@NAME (socket /run/modemd/NAME/control.sock)")
     p.add_argument("--json", action="store_true", help="print the raw JSON result")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="seconds to wait for the answer (default depends on the command)")
@@ -389,7 +399,13 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
     if ns.cmd == "ping" and ns.count is not None and ns.count < 1:
         print("modemctl: error: --count must be at least 1", file=stderr)
         return 2
-    path = socket_path(ns.socket)
+    if ns.instance:
+        try:
+            check_instance(ns.instance)
+        except ValueError as exc:
+            print(f"modemctl: error: {exc}", file=stderr)
+            return 2
+    path = socket_path(ns.socket, ns.instance)
     timeout = ns.timeout if ns.timeout is not None else TIMEOUTS.get(ns.cmd, DEFAULT_TIMEOUT)
     if timeout <= 0:
         print("modemctl: error: --timeout must be positive", file=stderr)

@@ -126,6 +126,14 @@ def test_port_that_is_a_tty_or_missing_is_accepted(tmp_path) -> None:
     assert parse_config({"modem": {"port": missing}}).modem.port == missing
 
 
+def test_instance_moves_the_default_control_socket_only() -> None:
+    assert parse_config({}, emulate=True).control.socket == "/run/modemd/control.sock"
+    cfg = parse_config({}, emulate=True, instance="modem2")
+    assert cfg.control.socket == "/run/modemd/modem2/control.sock"
+    mine = parse_config({"control": {"socket": "/run/x.sock"}}, emulate=True, instance="modem2")
+    assert mine.control.socket == "/run/x.sock"
+
+
 def test_config_is_frozen_and_hashable() -> None:
     cfg = load_config(EXAMPLE)
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -267,6 +267,15 @@ def test_user_errors_are_one_line(tmp_path, case):
         assert f"in use by process {os.getpid()}" in last
 
 
+def test_instance_reads_its_own_config_and_checks_its_name():
+    res = run_cli("--instance", "modem-x9")
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1].startswith(
+        "modemd: /etc/modemd/modem-x9.toml: no such file"), res.stderr
+    bad = run_cli("--instance", "a/b")
+    assert bad.returncode == 2 and "instance name 'a/b' must be" in bad.stderr
+
+
 def test_missing_port_is_waited_for_with_one_clear_line(tmp_path):
     """A port that does not exist (yet) is waited for: USB enumeration must not kill the daemon."""
     cfg = tmp_path / "c.toml"

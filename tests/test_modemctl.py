@@ -377,6 +377,23 @@ def test_main_in_process_error(tmp_path):
     assert stderr.getvalue().startswith("modemctl: modemd is not running")
 
 
+def test_instance_selects_its_control_socket(monkeypatch):
+    monkeypatch.setenv("MODEMD_CONTROL", "/tmp/env.sock")
+    assert modemctl.socket_path(None, "modem2") == "/run/modemd/modem2/control.sock"
+    assert modemctl.socket_path("/x.sock", "modem2") == "/x.sock"  # --socket wins
+    assert modemctl.socket_path(None) == "/tmp/env.sock"
+
+
+async def test_instance_flag_reaches_that_instance_and_checks_the_name(tmp_path, monkeypatch):
+    import io
+
+    stderr = io.StringIO()
+    assert modemctl.main(["-i", "../etc", "status"], stderr=stderr) == 2
+    assert "instance name '../etc' must be" in stderr.getvalue()
+    res = await run_ctl("--instance", "nope-such", "status")
+    assert_one_line_error(res, "no control socket at /run/modemd/nope-such/control.sock")
+
+
 def test_socket_path(monkeypatch):
     monkeypatch.delenv("MODEMD_CONTROL", raising=False)
     assert modemctl.socket_path(None) == "/run/modemd/control.sock"
