@@ -23,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", "-c", help=f"configuration file (default {DEFAULT_CONFIG}, "
                         "with --instance NAME /etc/modemd/NAME.toml)")
     parser.add_argument(
-        "--instance", "-i", default="", type=_instance, metavar="NAME",
+        "--instance", "-i", default=None, type=_instance, metavar="NAME",
         help="one of several modemd on this gateway (unit modemd@NAME): its config defaults to "
              "/etc/modemd/NAME.toml and its control socket to /run/modemd/NAME/control.sock",
     )

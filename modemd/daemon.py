@@ -56,7 +56,7 @@ def load(args) -> Config:
             run = runtime_dir()
             run.mkdir(parents=True, exist_ok=True)
             return parse_config(emulate_defaults(run), emulate=True, source="built-in emulator config")
-        instance = getattr(args, "instance", "")
+        instance = getattr(args, "instance", None) or ""
         path = args.config or config_file(instance)
         return load_config(path, emulate=args.emulate, instance=instance)
     except ConfigError as exc:

@@ -49,7 +49,7 @@ VERSION=$(sed -n 's/^version *= *"\([^"]*\)".*/\1/p' "$ROOT/pyproject.toml" | he
 DEB_VERSION=$(dpkg-parsechangelog -l "$ROOT/packaging/debian/changelog" -S Version)
 [ "${DEB_VERSION%-*}" = "$VERSION" ] || \
     die "packaging/debian/changelog is at $DEB_VERSION but pyproject.toml at $VERSION: add a changelog entry (dch -v $VERSION-1)"
-for f in systemd/modemd.service config/modemd.toml README.md; do
+for f in systemd/modemd.service systemd/modemd@.service config/modemd.toml README.md; do
     [ -f "$ROOT/$f" ] || die "$f is missing"
 done
 
@@ -65,6 +65,7 @@ tar -C "$ROOT" -cf - \
     | tar -C "$SRC" -xf -
 cp -r "$ROOT/packaging/debian" "$SRC/debian"
 cp "$ROOT/systemd/modemd.service" "$SRC/debian/modemd.service"
+cp "$ROOT/systemd/modemd@.service" "$SRC/debian/modemd@.service"
 cp "$ROOT/packaging/udev/90-modemd.rules" "$SRC/debian/modemd.udev"
 cp "$ROOT/packaging/sysusers.d/modemd.conf" "$SRC/debian/modemd.sysusers"
 cp "$ROOT/packaging/tmpfiles.d/modemd.conf" "$SRC/debian/modemd.tmpfiles"

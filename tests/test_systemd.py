@@ -17,6 +17,7 @@ import trio
 from modemd import systemd as sd
 
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "modemd.service"
+TEMPLATE = UNIT.parent / "modemd@.service"
 
 
 @pytest.fixture(autouse=True)
@@ -178,9 +179,9 @@ def unit_copy(tmp_path: Path) -> Path:
     return out
 
 
-def unit_settings() -> dict[str, list[str]]:
+def unit_settings(unit: Path = UNIT) -> dict[str, list[str]]:
     settings: dict[str, list[str]] = {}
-    for line in UNIT.read_text().splitlines():
+    for line in unit.read_text().splitlines():
         if line and not line.startswith(("#", ";", "[")):
             key, _, value = line.partition("=")
             settings.setdefault(key.strip(), []).append(value.strip())
@@ -197,8 +198,12 @@ def test_unit_contents():
     # a missing supplementary group fails the unit with 216/GROUP: only groups every distro has
     assert s["SupplementaryGroups"] == ["dialout"]
     assert s["DevicePolicy"] == ["closed"]
-    allowed = {v for line in s["DeviceAllow"] for v in [line]}
+    allowed = set(s["DeviceAllow"])
     assert {"char-ttyUSB rw", "char-ttyACM rw", "char-ttyS rw", "char-gpiochip rw"} <= allowed
+    # the UARTs of common gateway boards (Raspberry Pi, i.MX, TI, STM32MP, NXP LPUART) and the
+    # udev rule's symlink
+    assert {"char-ttyAMA rw", "char-ttymxc rw", "char-ttyO rw", "char-ttySTM rw", "char-ttyLP rw",
+            "/dev/modemd-at rw"} <= allowed
     assert s["CapabilityBoundingSet"] == [""] and s["AmbientCapabilities"] == [""]
     assert s["RuntimeDirectory"] == ["modemd"] and s["RuntimeDirectoryMode"] == ["0750"]
 
@@ -241,6 +246,29 @@ def test_unit_security_exposure(tmp_path):
     print(f"documented in the unit header: {documented.group(1)}")
     readme = (UNIT.parent.parent / "README.md").read_text()
     assert f"rates its exposure {documented.group(1)}" in readme, "the README quotes the same score"
+
+
+def test_template_is_the_unit_but_for_its_instance_lines():
+    """modemd@.service must not drift from modemd.service: the same settings, line for line,
+    except the description, ExecStart (--instance %i) and the runtime directory."""
+    plain, template = unit_settings(UNIT), unit_settings(TEMPLATE)
+    assert template.pop("ExecStart") == ["/usr/bin/modemd --instance %i"]
+    assert template.pop("RuntimeDirectory") == ["modemd/%i"]
+    assert template.pop("Description") == [plain["Description"][0] + " (%i)"]
+    for key in ("ExecStart", "RuntimeDirectory", "Description"):
+        plain.pop(key)
+    assert template == plain
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_template_verify(tmp_path):
+    text = TEMPLATE.read_text().replace("ExecStart=/usr/bin/modemd ", "ExecStart=/bin/true ")
+    unit = tmp_path / "modemd@modem1.service"
+    unit.write_text(text)
+    proc = run("systemd-analyze", "verify", str(unit))
+    assert proc.returncode == 0 and proc.stderr.strip() == "" and proc.stdout.strip() == "", (
+        proc.stdout + proc.stderr
+    )
 
 
 # The unit under a real systemd (Type=notify READY/STATUS, the watchdog killing a frozen daemon and
