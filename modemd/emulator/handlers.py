@@ -710,7 +710,7 @@ class Handlers:
             if stop == ESC:
                 return None
         if self.s.qisde:
-            await self.s.write(data)
+            await self.s.write(data, boundary=False)
         return data
 
     def accept_send(self, sock: ModSocket, data: bytes) -> bool:
