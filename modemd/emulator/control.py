@@ -10,7 +10,8 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
     listenport <port>      sim ready|absent          register on|off       host <name>=<ip>
     lose command <regex> [<count>] [glue]            lose prompt|final|answer <regex> [<count>]
     noise urc <N>          noise fragment <min>-<max>|off                noise garbage <n>
-    noise flip <n>         noise glue <n>            noise seed <s>        noise off
+    noise flip <n>         noise glue <n>            noise sendfail <percent>
+    noise seed <s>         noise off
     noise reboot <regex> [silent|nordy]              noise                 status
     help
 
@@ -26,7 +27,8 @@ Real-module noise (noise.py; every draw from the seed, 0 unless `noise seed <s>`
 (+QIND: "csq",... +CTZE: ... +QGPSURC: ... ; 0: off). `noise fragment <min>-<max>`: the output reaches
 the pty in pieces of min..max bytes (CR and LF split too; `off`). `noise garbage <n>`: n junk bytes
 at the next line boundary. `noise flip <n>` / `noise glue <n>`: at the next n boundaries an
-unsolicited line with a flipped byte / two of them glued into one line. `noise reboot <regex>
+unsolicited line with a flipped byte / two of them glued into one line. `noise sendfail <percent>`:
+that share of QISENDs answers SEND FAIL (its data dropped). `noise reboot <regex>
 [silent|nordy]`: the next command line matching the regex restarts the module in the middle of it
 (no answer; sockets and contexts gone, echo on again; nothing printed at boot, or the boot URCs
 without RDY). `noise off`: all of it off. `noise` alone answers `ok <current settings>`.
@@ -53,7 +55,8 @@ HELP = (
     "qirderror <n>, qirdfault garbage|reset|off, sockets, count <prefix>, qiact_delay <s>, turnaround <s>, baud <n>, "
     "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, "
     "lose command <regex> [count] [glue], lose prompt|final|answer <regex> [count], "
-    "noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>|seed <s>|off, "
+    "noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>|sendfail <percent>|seed <s>"
+    "|off, "
     "noise reboot <regex> [silent|nordy], status"
 )
 MAX_LINE = 4096
@@ -126,7 +129,8 @@ def _noise(emu: Emulator, args: list[str]) -> str:
         emu.reboot_during(rest[0], rest[1].lower() if len(rest) > 1 else "silent")
     elif len(rest) != 1:
         raise ValueError(
-            "expected noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>|seed <s>|off"
+            "expected noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>"
+            "|sendfail <percent>|seed <s>|off"
             " or noise reboot <regex> [silent|nordy]"
         )
     elif what == "urc":
@@ -142,9 +146,12 @@ def _noise(emu: Emulator, args: list[str]) -> str:
         emu.noise_garble(**{what: _int(rest[0])})
     elif what == "seed":
         emu.noise_seed(_int(rest[0]))
+    elif what == "sendfail":
+        emu.send_fail_rate(_float(rest[0].removesuffix("%")) / 100)
     else:
         raise ValueError(
-            f"noise: unknown kind {what!r} (urc, fragment, garbage, flip, glue, seed, off, reboot)"
+            f"noise: unknown kind {what!r} "
+            "(urc, fragment, garbage, flip, glue, sendfail, seed, off, reboot)"
         )
     return "ok"
 

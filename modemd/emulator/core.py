@@ -379,6 +379,13 @@ class Emulator:
         self.noise.flip += _count(flip)
         self.noise.glue += _count(glue)
 
+    def send_fail_rate(self, rate: float) -> None:
+        """This share (0-1, drawn from the noise seed) of QISENDs answers SEND FAIL (the data is
+        consumed and dropped), on top of send_fail(count)."""
+        if not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ValueError(f"SEND FAIL rate must be between 0 and 1, got {rate!r}")
+        self.noise.send_fail_rate = float(rate)
+
     def noise_seed(self, seed: int) -> None:
         """Restart every noise draw from `seed` (the default seed is 0)."""
         if not isinstance(seed, int):

@@ -719,6 +719,8 @@ class Handlers:
         if emu._send_fail > 0:
             emu._send_fail -= 1
             return False
+        if emu.noise.send_fails():
+            return False
         if sock.dead or sock.state != CONNECTED:
             return False
         if sock.is_stream:

@@ -51,6 +51,7 @@ class Noise:
         self.garbage = 0  # junk bytes still to write at the next line boundary
         self.flip = 0  # next N boundaries: a REAL_URCS line with one byte replaced by junk
         self.glue = 0  # next N boundaries: two REAL_URCS lines printed as one (CR LF lost)
+        self.send_fail_rate = 0.0  # this share of QISENDs answers SEND FAIL (data dropped)
         self.inserted = 0  # lines inserted so far (urc, flip and glue), for tests
         self.junk_written = 0  # garbage bytes written so far
         self.reseed(seed)
@@ -60,22 +61,29 @@ class Noise:
         self._lines = random.Random(f"lines-{seed}")
         self._pieces = random.Random(f"pieces-{seed}")
         self._junk = random.Random(f"junk-{seed}")
+        self._sends = random.Random(f"sends-{seed}")
 
     def off(self) -> None:
         self.urc_every = 0
         self.fragment = None
         self.garbage = self.flip = self.glue = 0
+        self.send_fail_rate = 0.0
 
     def describe(self) -> str:
         frag = f"{self.fragment[0]}-{self.fragment[1]}" if self.fragment else "off"
         return (
             f"urc={self.urc_every} fragment={frag} garbage={self.garbage} flip={self.flip} "
-            f"glue={self.glue} seed={self.seed} inserted={self.inserted} junk={self.junk_written}"
+            f"glue={self.glue} sendfail={self.send_fail_rate * 100:g}% seed={self.seed} "
+            f"inserted={self.inserted} junk={self.junk_written}"
         )
 
     @property
     def active(self) -> bool:
         return bool(self.urc_every or self.garbage or self.flip or self.glue)
+
+    def send_fails(self) -> bool:
+        """Draw for one QISEND: does it answer SEND FAIL?"""
+        return bool(self.send_fail_rate) and self._sends.random() < self.send_fail_rate
 
     def _line(self) -> bytes:
         return self._lines.choice(REAL_URCS).encode("latin-1")

@@ -203,9 +203,10 @@ async def test_noise_over_the_control_socket():
         assert await run_command(emu, "noise flip 2") == "ok"
         assert await run_command(emu, "noise glue 1") == "ok"
         assert await run_command(emu, "noise seed 42") == "ok"
+        assert await run_command(emu, "noise sendfail 5%") == "ok"
         assert await run_command(emu, r"noise reboot AT\+QIRD=.* nordy") == "ok"
         assert await run_command(emu, "noise") == (
-            "ok urc=5 fragment=1-16 garbage=48 flip=2 glue=1 seed=42 inserted=0 junk=0"
+            "ok urc=5 fragment=1-16 garbage=48 flip=2 glue=1 sendfail=5% seed=42 inserted=0 junk=0"
         )
         assert [(r[0].pattern, r[2]) for r in emu._reboot_on] == [(r"AT\+QIRD=.*", "nordy")]
         assert (await run_command(emu, "status")).endswith(" boots=1")
@@ -233,3 +234,18 @@ def test_bad_noise_arguments_raise():
         emu.noise_urcs(-1)
     with pytest.raises(ValueError, match="boot must be"):
         emu.reboot_during("AT", boot="loud")
+
+
+async def test_send_fail_rate_is_seeded():
+    async def run() -> list[str]:
+        async with modem() as (emu, port), tcp_server() as (sport, accepted):
+            await port.ok("ATE0")
+            await activate(port)
+            await open_client(port, 0, sport)
+            await accepted.receive()
+            emu.send_fail_rate(0.25)
+            return [await port.send(0, b"x") for _ in range(80)]
+
+    first = await run()
+    assert 8 <= first.count("SEND FAIL") <= 35 and set(first) == {"SEND OK", "SEND FAIL"}
+    assert await run() == first
