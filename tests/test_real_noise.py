@@ -122,7 +122,7 @@ async def test_bulk_echo_survives_real_module_noise(baud, caplog):
                   if full.proxy.flows["n"].resets else []),
                 *[f"WARNING caused by a real-module line: {m}" for m in noisy[:5]],
             ]  # fmt: skip
-            assert problems == []
+            assert problems == [], "\n".join(problems)
             assert sum(moved) == 2 * each * STREAMS
             count_sha_bytes(sum(moved))
             # every fault really happened
