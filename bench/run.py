@@ -614,6 +614,16 @@ class Flow:
     sha_ok: int = 0  # connections whose SHA-256 matched the sent stream's (on their byte count)
 
 
+class _Arrivals:
+    """Stands in for a server Checker's `marks`: each arrival goes to the flow at once."""
+
+    def __init__(self, flow: Flow) -> None:
+        self.flow = flow
+
+    def append(self, mark: tuple[float, int]) -> None:
+        self.flow.arrivals.append(mark[0])
+
+
 def _pattern_sha(size: int) -> str:
     h = hashlib.sha256()
     for offset in range(0, size, MAX_IO):
@@ -654,7 +664,7 @@ async def _fault_upload(port: int, servers: Servers, flow: Flow, stop: trio.Even
     while not stop.is_set():
         tag += 1
         result = servers.expect_upload(tag)
-        result.checker.marks = []
+        result.checker.marks = _Arrivals(flow)  # type: ignore[assignment]
         stream = None
         offset = 0
         reset = False
@@ -677,7 +687,6 @@ async def _fault_upload(port: int, servers: Servers, flow: Flow, stop: trio.Even
         with trio.move_on_after(5):
             await result.done.wait()  # the server has seen the end (its checker stopped)
         got = result.checker.offset
-        flow.arrivals += [t for t, _ in result.checker.marks]
         flow.bytes += got
         if got > offset:
             flow.corrupt.append(f"upload: server got {got} bytes, {offset} were sent")
