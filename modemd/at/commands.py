@@ -9,6 +9,7 @@ URC that carries the result, subscribing before the command is written so the UR
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -24,6 +25,8 @@ from .urc import (
     OpenResult,
     PingReply,
     PingSummary,
+    Recv,
+    Urc,
     after_prefix,
     split_fields,
     to_int,
@@ -34,6 +37,7 @@ AUTH = {"none": 0, "pap": 1, "chap": 2, "pap_or_chap": 3}
 IP_TYPES = {"ipv4": 1, "ipv6": 2, "ipv4v6": 3}
 # <finresult> codes of a failed ping on the families whose success code is 2 (U §2.10, BC Table 2)
 PING_FINAL_RESULTS = {3: "tcpip_stack_busy", 4: "host_not_found", 5: "pdp_activation_failed"}
+SEND_OK = frozenset({"SEND OK"})
 
 
 @dataclass(frozen=True)
@@ -283,6 +287,41 @@ class QuectelAt:
         if self.profile.two_stage_send:
             return self.cmd(text, data=data, finals=OK_FINALS, after_ok=SEND_FINALS)
         return self.cmd(text, data=data, finals=SEND_FINALS)
+
+    # -- the socket layer's view of the channel (sockets/ never touches the channel itself) ----
+    def set_push(self, connect_id: int, on: bool) -> None:
+        """Frame this connect_id's "recv" URCs as direct push (a payload follows) or not."""
+        self.channel.set_push(connect_id, on)
+
+    def subscribe_sockets(
+        self, buffer: int, push: Callable[[Recv], None], push_corrupt: Callable[[int], None]
+    ) -> trio.MemoryReceiveChannel[Urc]:
+        """Every URC from now on; pushed data (and the connect_id of a broken push frame) go to
+        `push` / `push_corrupt` synchronously from the reader instead."""
+        urcs = self.channel.subscribe(buffer)
+        self.channel.push_sink = push
+        self.channel.push_corrupt_sink = push_corrupt
+        return urcs
+
+    def submit_send(
+        self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None, *,
+        after: object | None = None,
+    ) -> object:
+        """Queue one QISEND without waiting for it (the socket layer's 2-deep pipeline). With
+        `after` (an earlier submit_send), it is written only if that one got SEND OK, else it
+        ends with AtSkipped: never out of order, never behind an uncertain chunk."""
+        return self.channel.submit(self.send_command(connect_id, data, remote),
+                                   after=after, after_ok=SEND_OK)  # type: ignore[arg-type]
+
+    async def wait_send(self, request: object) -> Response:
+        """The response of a submit_send (ERROR is returned, not raised; CommandLost,
+        AtTimeout, AtSkipped and ChannelClosed are raised)."""
+        return await self.channel.wait(request, check=False)  # type: ignore[arg-type]
+
+    @staticmethod
+    def withdraw(request: object) -> None:
+        """A queued submit_send that must not be written any more (harmless once it ran)."""
+        request.withdrawn = True  # type: ignore[attr-defined]
 
     async def qisend(
         self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None
