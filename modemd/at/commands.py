@@ -112,6 +112,8 @@ class QuectelAt:
     def cmd(self, text: str, **kw) -> Command:
         name = text.split("=", 1)[0].split("?", 1)[0]
         kw.setdefault("timeout", self.profile.timeout(name))
+        if "expect" not in kw:  # expected response time: past it, the channel probes (profile data)
+            kw["expect"] = self.profile.expect(name, kw["timeout"])
         return Command(text, **kw)
 
     async def run(self, text: str, *, check: bool = True, **kw) -> Response:

@@ -1,4 +1,4 @@
-"""Line-based control socket, so another process can inject the emulator's faults.
+r"""Line-based control socket, so another process can inject the emulator's faults.
 
 One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
 
@@ -8,7 +8,15 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
     qirdfault garbage|reset|off                      sockets               count <prefix>
     qiact_delay <sec>      turnaround <sec>          baud <n>              interleave on|off
     listenport <port>      sim ready|absent          register on|off       host <name>=<ip>
+    lose command <regex> [<count>] [glue]            lose prompt|final|answer <regex> [<count>]
     status                 help
+
+`lose command`: the next <count> (default 1) command lines that re.fullmatch <regex> are lost on the
+line (the module never sees them); with `glue` only their CR is lost, so their text is glued in front
+of the next command line. `lose prompt|final|answer`: the module executes the next <count> matching
+command lines but the `> ` of a QISEND / the final result line / everything printed for the command
+never reaches the host. The regex is one word (write a space as \s) and is case-sensitive; a count
+of 0 cancels it.
 """
 
 from __future__ import annotations
@@ -29,13 +37,14 @@ HELP = (
     "commands: hang on|off, power off|on|pwrkey, pdpdeact [ctx], close <id>, sendfail <n>, "
     "droprecv <n>, qiactfail <n>, qideactfail <n>, garbage <hex>, openfail <code>, qisenderror <n>, "
     "qirderror <n>, qirdfault garbage|reset|off, sockets, count <prefix>, qiact_delay <s>, turnaround <s>, baud <n>, "
-    "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, status"
+    "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, "
+    "lose command <regex> [count] [glue], lose prompt|final|answer <regex> [count], status"
 )
 MAX_LINE = 4096
 KNOWN = {
     "hang", "power", "pdpdeact", "close", "sendfail", "droprecv", "qiactfail", "qideactfail", "garbage",
     "qiact_delay", "turnaround", "baud", "interleave", "listenport", "sim", "register", "host",
-    "openfail", "qisenderror", "qirderror", "qirdfault",
+    "openfail", "qisenderror", "qirderror", "qirdfault", "lose",
 }  # fmt: skip
 
 
@@ -67,6 +76,28 @@ def _float(arg: str) -> float:
     return value
 
 
+def _lose(emu: Emulator, args: list[str]) -> None:
+    """lose command <regex> [count] [glue] | lose prompt|final|answer <regex> [count]"""
+    what = args[0].lower() if args else ""
+    if what not in ("command", "prompt", "final", "answer") or not 2 <= len(args) <= 4:
+        raise ValueError(
+            "expected lose command <regex> [count] [glue] or lose prompt|final|answer <regex> [count]"
+        )
+    pattern, rest = args[1], args[2:]
+    if what == "command":
+        glue = bool(rest) and rest[-1].lower() == "glue"
+        if glue:
+            rest = rest[:-1]
+        if len(rest) > 1:
+            raise ValueError("lose command: expected <regex> [count] [glue]")
+        emu.lose_command(pattern, _int(rest[0]) if rest else 1, glue)
+        return
+    if len(rest) > 1:
+        raise ValueError(f"lose {what}: expected <regex> [count]")
+    part = "all" if what == "answer" else what
+    emu.lose_answer(pattern, _int(rest[0]) if rest else 1, part)
+
+
 async def run_command(emu: Emulator, line: str) -> str:
     """Execute one control line; returns the answer line (without newline)."""
     words = line.split()
@@ -89,6 +120,9 @@ async def run_command(emu: Emulator, line: str) -> str:
             return f"ok {sum(1 for c in emu.commands if c.upper().startswith(args[0].upper()))}"
         if cmd not in KNOWN:
             return f"error unknown command {cmd!r} ({HELP})"
+        if cmd == "lose":
+            _lose(emu, args)
+            return "ok"
         if len(args) != 1 and not (cmd == "pdpdeact" and not args):
             raise ValueError(f"{cmd}: expected one argument")
         arg = args[0].lower() if args else ""

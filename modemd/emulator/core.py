@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +15,7 @@ from .line import Line
 from .pty import Pty
 from .session import Session
 
+LOSS_PARTS = ("all", "prompt", "final")  # Emulator.lose_answer: which part of the answer is lost
 PACED_READ = 4096  # bytes taken from the pty at a time while the line is paced
 STOP_DRAIN = 0.2  # s a power-down waits for the bytes already queued on the line
 
@@ -45,6 +47,10 @@ class Emulator:
         self._open_fail: list[int] = []  # result codes for the next +QIOPEN URCs
         self._error_next = {"QISEND": 0, "QIRD": 0}  # data commands to answer ERROR
         self._qird_fault: str | None = None  # "garbage" | "reset": mangle the next QIRD payload
+        # lost on the line: [pattern, count left, glue] / [pattern, count left, part]
+        self._lose_cmd: list[list] = []
+        self._lose_ans: list[list] = []
+        self.lost: list[str] = []  # what was lost, for tests: "command <line>", "<part> <line>"
         self._inject_q: list[bytes] = []
         self._inject_ready = trio.Event()
         # the UART: module -> host (tx) and host -> module (rx), each paced at the line rate
@@ -281,6 +287,41 @@ class Emulator:
             raise ValueError(f"expected garbage or reset, got {kind!r}")
         self._qird_fault = kind
 
+    def lose_command(self, pattern: str, count: int = 1, glue: bool = False) -> None:
+        """The next `count` command lines whose text (without its CR) re.fullmatch `pattern` are
+        lost on the line. glue=False: the module never sees the line (no echo, no answer).
+        glue=True: only its CR is lost, so its text is glued in front of the next command line,
+        which the module then parses whole (usually ERROR). count=0 cancels `pattern`."""
+        regex = _regex(pattern)
+        self._lose_cmd = [r for r in self._lose_cmd if r[0].pattern != pattern]
+        if _count(count):
+            self._lose_cmd.append([regex, _count(count), bool(glue)])
+
+    def lose_answer(self, pattern: str, count: int = 1, part: str = "all") -> None:
+        """The module executes the next `count` command lines that re.fullmatch `pattern`, but
+        part of what it prints for them never reaches the host: "prompt" (the `> ` of a QISEND:
+        the module is in data mode, waiting for the payload), "final" (the final result line
+        only: SEND OK / OK / CLOSE OK, the second stage on two-stage families), "all" (every
+        byte printed for the command: echo, info lines, a +QIRD payload, the final result).
+        URCs the command triggers later (+QIOPEN: ...) are not part of the answer. count=0
+        cancels `pattern`."""
+        if part not in LOSS_PARTS:
+            raise ValueError(f"part must be one of {', '.join(LOSS_PARTS)}, got {part!r}")
+        regex = _regex(pattern)
+        self._lose_ans = [r for r in self._lose_ans if r[0].pattern != pattern]
+        if _count(count):
+            self._lose_ans.append([regex, _count(count), part])
+
+    def _take_loss(self, rules: list[list], line: str) -> object | None:
+        """The third field of the first rule matching `line` (one of its count used), or None."""
+        for rule in rules:
+            if rule[0].fullmatch(line):
+                rule[1] -= 1
+                if not rule[1]:
+                    rules.remove(rule)
+                return rule[2]
+        return None
+
     def inject(self, data: bytes) -> None:
         """Write raw bytes to the tty as soon as the line is free (between frames)."""
         self._inject_q.append(bytes(data))
@@ -344,6 +385,21 @@ class Emulator:
             "total_recv": sock.total_recv,
             "real_port": sock.real_port,
         }
+
+
+def _regex(pattern: str) -> re.Pattern:
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"expected a regular expression, got {pattern!r}")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+
+
+def _count(count: int) -> int:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"count must be an integer >= 0, got {count!r}")
+    return count
 
 
 def _nonneg(name: str, value: float) -> float:
