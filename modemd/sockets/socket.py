@@ -277,6 +277,9 @@ class ModuleSocket:
             except AtTimeout as exc:
                 raise self.fail(ConnectionLost(COMMAND_TIMEOUT, str(exc))) from None
             except ChannelClosed as exc:
+                # also AtModuleReset: the module rebooted, its connections died with it. No
+                # AT+QISEND=id,0 then: it would only answer ERROR, or be taken for silence
+                # while the module boots
                 raise self.fail(ConnectionLost(CHANNEL_CLOSED, str(exc))) from None
 
     def _command_error(self, exc: AtCommandError) -> SocketError:
@@ -495,7 +498,11 @@ class ModuleSocket:
             return  # at worst one datagram is lost, as UDP may lose it: never a wrong byte
         if not self._has_totals or attempt > LOST_RETRIES:
             raise self._corrupt(f"{exc}; what the module handed out is unknown")
-        totals = await self._run(self.env.at.qird_totals, self.connect_id, lost="retry")
+        try:
+            totals = await self._run(self.env.at.qird_totals, self.connect_id, lost="retry")
+        except AtCommandError:
+            raise self._corrupt(f"{exc}; AT+QIRD={self.connect_id},0 failed: what the module "
+                                "handed out is unknown") from None
         check = download_check(self.bytes_received, totals.total, totals.unread)
         if not check.ok:
             raise self._corrupt(f"{exc}; {check.detail}")
