@@ -282,3 +282,51 @@ async def test_lost_qiclose_answer_frees_the_id_once_the_module_closed_it(mock_c
         assert stats.commands_lost >= 2
         rig.emu.lose_answer(rf"AT\+QICLOSE={cid}(,\d+)?", count=0)
         assert no_faults_reported(rig)
+
+
+# -- bulk ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["buffer", "push"])
+async def test_bulk_echo_through_lost_data_commands_keeps_every_byte(mode):
+    """A bulk echo both ways while QISEND lines, SEND OKs and (buffer mode) QIRD lines are lost
+    on the line and 5 % of QISENDs answer SEND FAIL: every loss is settled with the module's
+    totals, the echo's SHA-256 matches, no connection resets, the module is never found silent."""
+    data = payload(200_000)
+    cfg = ProxyConfig(direct_push=mode == "push")
+    async with modem(proxy_cfg=cfg, baud=921600) as rig, tcp_server(echo_handler) as server:
+        port = free_port()
+        async with running_proxy(rig, proxy_config(
+                forward_toml("bulk", f"tcp:127.0.0.1:{port}", server.port),
+                direct_push=mode == "push")) as proxy:
+            emu = rig.emu
+            emu.noise_seed(13)
+            emu.send_fail_rate(0.05)
+            client = await trio.open_tcp_stream("127.0.0.1", port)
+            got = bytearray()
+
+            async def receive() -> None:
+                while len(got) < len(data):
+                    chunk = await client.receive_some(65536)
+                    assert chunk
+                    got.extend(chunk)
+                    if len(got) > 30_000 and not armed:
+                        armed.append(True)
+                        emu.lose_command(QISEND.format(cid=r"\d+"))
+                        emu.lose_answer(QISEND.format(cid=r"\d+"), part="final")
+                        if mode == "buffer":
+                            emu.lose_command(r"AT\+QIRD=\d+,[1-9]\d*")
+
+            armed: list[bool] = []
+            with trio.fail_after(600):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(receive)
+                    await client.send_all(data)
+            assert sha(bytes(got)) == sha(data)
+            count_sha_bytes(2 * len(data))
+            await client.aclose()
+            stats = rig.manager.stats
+            lost = [x for x in emu.lost if "QISEND" in x or "QIRD" in x]
+            assert len(lost) == (3 if mode == "buffer" else 2), emu.lost
+            assert stats.sends_uncertain == 2 and stats.commands_lost >= len(lost)
+            assert stats.send_fail > 0
+            assert sum(proxy.flows["bulk"].resets.values()) == 0
+            assert no_faults_reported(rig)
