@@ -13,6 +13,12 @@ Receiving has two modes (manual: access mode 0 "buffer", 1 "direct push"):
 - buffer: AT+QIRD per chunk, at the pace the local side takes the data (back-pressure). When a read
   finds the module's buffer empty, the local side is keeping up again: back to push (AT+QISWTMD=id,1).
 Nothing else here buffers more than one QISEND chunk or one QIRD answer.
+
+The socket's life cycle is a sans-IO state machine (state.py) that only this class feeds. It talks
+to the module through `QuectelAt` only. A command lost on the line (CommandLost: the module answered
+the channel's probe) is settled, never guessed: an uncertain QISEND with AT+QISEND=id,0 (exactly
+once: `_settle_send`), a lost QIRD answer with AT+QIRD=id,0 (read again or reset), queries and
+QISWTMD are simply repeated. A silent module (AtTimeout) ends the socket; the channel reports it.
 """
 
 from __future__ import annotations
