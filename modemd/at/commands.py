@@ -72,6 +72,7 @@ class SendAck:
 class ReadResult:
     data: bytes
     remote: tuple[str, int] | None = None
+    header: bool = True  # False: OK without its +QIRD line (garbled): what it carried is unknown
 
 
 @dataclass(frozen=True)
@@ -350,8 +351,8 @@ class QuectelAt:
         else:
             text = f"AT+QIRD={connect_id}"
         resp = await self.run(text, prefix="+QIRD:", payload=True)
-        if not resp.lines:
-            return ReadResult(b"")
+        if not resp.lines:  # an empty buffer answers `+QIRD: 0`: its header was garbled
+            return ReadResult(b"", header=False)
         f = split_fields(resp.fields(0))
         remote = (f[1], int(f[2])) if len(f) >= 3 and not f[1].isdigit() else None
         return ReadResult(resp.payload or b"", remote)

@@ -483,35 +483,39 @@ class ModuleSocket:
                 try:
                     result = await self._run(self.env.at.qird, self.connect_id, length,
                                              lost="raise")
-                    break
                 except CommandLost as exc:
                     # its answer may have been consumed by the module and lost on the line
                     attempt += 1
-                    await self._after_lost_read(exc, attempt)
+                    await self._after_lost_read(str(exc), attempt)
+                    continue
                 except AtCommandError as exc:
                     error = self._command_error(exc)
                     if isinstance(error, RemoteClosed):
                         return EMPTY
                     raise error from None
+                if result.header:
+                    break
+                attempt += 1  # OK without its +QIRD line: a payload may have gone with it
+                await self._after_lost_read("AT+QIRD: answered without its +QIRD line", attempt)
         size = len(result.data)
         self.bytes_received += size
         self.env.stats.bytes_received += size
         return result
 
-    async def _after_lost_read(self, exc: CommandLost, attempt: int) -> None:
-        """A QIRD got no answer: read again only if the module handed nothing out."""
+    async def _after_lost_read(self, why: str, attempt: int) -> None:
+        """A QIRD got no (whole) answer: read again only if the module handed nothing out."""
         if self.is_datagram and attempt <= LOST_RETRIES:
             return  # at worst one datagram is lost, as UDP may lose it: never a wrong byte
         if not self._has_totals or attempt > LOST_RETRIES:
-            raise self._corrupt(f"{exc}; what the module handed out is unknown")
+            raise self._corrupt(f"{why}; what the module handed out is unknown")
         try:
             totals = await self._run(self.env.at.qird_totals, self.connect_id, lost="retry")
         except AtCommandError:
-            raise self._corrupt(f"{exc}; AT+QIRD={self.connect_id},0 failed: what the module "
+            raise self._corrupt(f"{why}; AT+QIRD={self.connect_id},0 failed: what the module "
                                 "handed out is unknown") from None
         check = download_check(self.bytes_received, totals.total, totals.unread)
         if not check.ok:
-            raise self._corrupt(f"{exc}; {check.detail}")
+            raise self._corrupt(f"{why}; {check.detail}")
         self.env.stats.reads_retried += 1
 
     # -- send path ----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""ModuleSocket's exactly-once upload against a scripted QuectelAt facade: the cases the emulator
-cannot produce (a total that covers part of a chunk, filler completing a lost prompt, every pipeline
-position of an uncertain chunk). No pty: the facade is the socket layer's only view of the module."""
+"""ModuleSocket against a scripted QuectelAt facade: the cases the emulator cannot produce on
+demand (a total that covers part of a chunk, filler completing a lost prompt, every pipeline position
+of an uncertain chunk, a garbled +QIRD header, totals that disagree at EOF). No pty: the facade is the
+socket layer's only view of the module."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ import pytest
 import trio
 
 from modemd.at.channel import AtSkipped, CommandLost
-from modemd.at.commands import SendAck
+from modemd.at.commands import ReadResult, ReadTotals, SendAck
 from modemd.at.protocol import Command, Response
 from modemd.profiles import get_profile
-from modemd.sockets.errors import UPLOAD_UNCERTAIN, ConnectionLost
+from modemd.sockets.errors import DOWNLOAD_CORRUPT, UPLOAD_UNCERTAIN, ConnectionLost
 from modemd.sockets.scheduler import TurnScheduler
 from modemd.sockets.socket import ModuleSocket, SocketEnv, SocketSettings
 from modemd.sockets.stats import SocketStats
@@ -39,6 +40,35 @@ class ScriptedAt:
     module: bytearray = field(default_factory=bytearray)
     written: list[bytes] = field(default_factory=list)
     queries: int = 0
+    # download side: what the module holds, what it received, and what QIRD answers look like
+    rx: bytearray = field(default_factory=bytearray)
+    received: int = 0
+    reads: deque[str] = field(default_factory=deque)  # ok | garbled_empty | garbled_consumed
+    extra_received: int = 0  # totals that claim bytes nobody ever handed over
+
+    def arrive(self, data: bytes) -> None:
+        self.rx += data
+        self.received += len(data)
+
+    async def qird(self, connect_id: int, length: int | None = None) -> ReadResult:
+        await trio.lowlevel.checkpoint()
+        step = self.reads.popleft() if self.reads else "ok"
+        n = min(length or 1500, len(self.rx))
+        data = bytes(self.rx[:n])
+        if step == "garbled_empty":  # `+QIRD: 0` garbled: nothing was taken
+            return ReadResult(b"", header=False)
+        del self.rx[:n]
+        if step == "garbled_consumed":  # `+QIRD: <n>` garbled: the payload went with it
+            return ReadResult(b"", header=False)
+        return ReadResult(data)
+
+    async def qird_totals(self, connect_id: int) -> ReadTotals:
+        await trio.lowlevel.checkpoint()
+        total = self.received + self.extra_received
+        return ReadTotals(total, total - len(self.rx), len(self.rx))
+
+    async def qiswtmd(self, connect_id: int, mode: int) -> None:
+        await trio.lowlevel.checkpoint()
 
     def set_push(self, connect_id: int, on: bool) -> None:
         pass
@@ -136,3 +166,41 @@ async def test_a_family_without_the_query_resets(step):
     assert info.value.reason == UPLOAD_UNCERTAIN and at.queries == 0
     assert msock.state == "open"  # as modemctl shows a failed socket until it is closed
     assert msock.machine.failed
+
+
+@pytest.mark.parametrize("step", ["garbled_empty", "garbled_consumed"])
+async def test_a_qird_answer_without_its_header_is_checked_with_the_totals(step):
+    """OK without the +QIRD line: AT+QIRD=id,0 tells whether a payload went with it."""
+    msock, at = scripted("bg96")
+    at.arrive(b"x" * 3000)
+    at.reads.append(step)
+    msock.on_recv()
+    if step == "garbled_empty":
+        assert await msock.receive() == b"x" * 1500
+        assert msock.env.stats.reads_retried == 1
+    else:
+        with pytest.raises(ConnectionLost) as info:
+            await msock.receive()
+        assert info.value.reason == DOWNLOAD_CORRUPT
+        assert "handed out 1500 bytes" in info.value.detail
+
+
+@pytest.mark.parametrize("extra", [0, 100])
+async def test_eof_is_clean_only_when_the_totals_match(extra):
+    """The remote closed and the buffer reads empty: a clean EOF only if the module received no
+    more than was delivered; otherwise the client gets a reset, never a short clean stream."""
+    msock, at = scripted("bg96")
+    at.arrive(b"y" * 2000)
+    at.extra_received = extra
+    msock.on_closed()
+    got = bytearray()
+    if not extra:
+        while chunk := await msock.receive():
+            got += chunk
+        assert got == b"y" * 2000 and msock.machine.eof
+        return
+    with pytest.raises(ConnectionLost) as info:
+        while chunk := await msock.receive():
+            got += chunk
+    assert info.value.reason == DOWNLOAD_CORRUPT and got == b"y" * 2000
+    assert msock.state == "remote_closed" and msock.machine.failed
