@@ -86,6 +86,10 @@ def test_remote_close_is_remembered_across_states():
     assert machine.remote_closed and machine.label() == "remote_closed"
     machine.handle(E.CLOSE)
     assert machine.remote_closed
+    machine = SocketMachine(S.OPEN)
+    machine.handle(E.CLOSE)
+    machine.handle(E.REMOTE_CLOSE)  # our own QICLOSE echoed (RG500U): not the remote's close
+    assert not machine.remote_closed and machine.label() == "closing"
 
 
 @pytest.mark.parametrize("confirmed, chunk, total, verdict", [

@@ -231,11 +231,10 @@ class ModuleSocket:
     def on_closed(self) -> None:
         if self.machine.state is SocketState.OPENING:
             return  # not ours yet: a stale URC for this connect_id
-        if self.machine.closing:
-            self.machine.handle(Event.REMOTE_CLOSE)  # the echo of our own QICLOSE (RG500U)
-            return
+        closing = self.machine.closing  # then it is the echo of our own QICLOSE (RG500U)
         self.machine.handle(Event.REMOTE_CLOSE)
-        self._rx.set()
+        if not closing:
+            self._rx.set()
 
     def on_open_result(self, result: int) -> None:
         self.open_result = result

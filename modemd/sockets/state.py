@@ -98,9 +98,10 @@ class SocketMachine:
         self.remote_closed = False
 
     def handle(self, event: Event) -> SocketState:
-        self.state = transition(self.state, event)
-        if event is Event.REMOTE_CLOSE:
-            self.remote_closed = True
+        before = self.state
+        self.state = transition(before, event)
+        if event is Event.REMOTE_CLOSE and before not in (SocketState.CLOSING, SocketState.CLOSED):
+            self.remote_closed = True  # not the echo of our own QICLOSE
         return self.state
 
     @property
