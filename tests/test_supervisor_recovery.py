@@ -253,7 +253,7 @@ async def test_usb_port_vanishing_during_the_power_cycle_is_reopened(mock_clock)
             async with running(make_cfg(emu.tty_path), open_port=opener, power=power) as (sup, link):
                 with trio.fail_after(300):
                     await link.wait_serving(1)
-                link.report_fault("AT+QICLOSE: no final result within 10 s")
+                sup.fire_reboot("qiclose_timeout: a flowchart reboot")
                 with trio.fail_after(300):
                     await wait_state(sup, State.REBOOTING)
                     await wait_state(sup, State.PORT_MISSING)

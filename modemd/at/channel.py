@@ -200,6 +200,7 @@ class AtChannel:
         self._hold = False                     # probing, or the module is silent: write no queued
         self._suspect: _Request | None = None  # the request being probed for
         self.silent = False                    # the probe series went unanswered (until a probe is)
+        self.silence = trio.Event()            # set when it does (a fresh one once it answers)
         self.echo_off = False                  # ATE0 is in effect: an echo line means a silent reboot
         self._echo_mark = 0
         self.commands_lost = 0
@@ -472,6 +473,8 @@ class AtChannel:
 
     def _release(self) -> None:
         """The module answers: write the queued commands again."""
+        if self.silent:
+            self.silence = trio.Event()
         self.silent = False
         if self._hold and self._suspect is None:
             self._hold = False
@@ -620,6 +623,7 @@ class AtChannel:
                 return
             seconds = trio.current_time() - written
             self.silent = True
+            self.silence.set()
             log.error("%s: no answer, and %d probes unanswered: the module is silent",
                       command.name, PROBES)
             self.observer.command_timeout(command.name)

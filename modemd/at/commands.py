@@ -132,6 +132,25 @@ class QuectelAt:
     async def at(self, timeout: float | None = None) -> None:
         await self.run("AT", **({"timeout": timeout} if timeout else {}))
 
+    # -- the module's liveness (supervisor: health check, resync, silent reboot) ----------------
+    async def probe(self, timeout: float) -> bool:
+        """One `AT` ahead of the queue: True when the module answered (releases a queue held
+        after a silence), False when it stayed silent for `timeout`."""
+        return await self.channel.probe(timeout)
+
+    @property
+    def module_silent(self) -> bool:
+        """The channel's probe series went unanswered (and no probe was answered since)."""
+        return self.channel.silent
+
+    async def wait_silent(self) -> None:
+        """Until the channel declares the module silent."""
+        await self.channel.silence.wait()
+
+    def echo_disabled(self) -> None:
+        """ATE0 was answered OK: an echo from now on means the module restarted unseen."""
+        self.channel.echo_disabled()
+
     async def identify(self) -> dict[str, str]:
         """Model, firmware and IMEI, for the info metric and auto-detection."""
         model = await self.run("AT+CGMM", bare_lines=True)

@@ -115,7 +115,7 @@ class SocketManager:
             if self.pool is None or self.pool.connect_ids != profile.connect_ids:
                 self.pool = ConnectIdPool(profile.connect_ids, self.queue_limit)
             self._env = SocketEnv(
-                at, profile, self.scheduler, self.stats, self.settings, self.link.report_fault,
+                at, profile, self.scheduler, self.stats, self.settings,
                 self.close_socket,
             )
         if self._dispatch_at is not at and self._nursery is not None:
@@ -195,7 +195,7 @@ class SocketManager:
             return True
         except AtTimeout as exc:
             self.stats.qiclose_failures += 1
-            self.link.report_fault(f"AT+QICLOSE={connect_id}: {exc}")
+            log.warning("AT+QICLOSE=%d: %s", connect_id, exc)
             return False
         except ChannelClosed:
             return False
@@ -331,8 +331,7 @@ class SocketManager:
             if exc.code is not None:
                 return exc.code
             raise OpenError(COMMAND_ERROR, f"AT+QIOPEN: {exc.response.final}") from None
-        except AtTimeout as exc:
-            self.link.report_fault(f"AT+QIOPEN: {exc}")
+        except AtTimeout as exc:  # flowchart: no answer in 150 s -> close the connection
             raise OpenError(COMMAND_TIMEOUT, str(exc)) from None
         except ChannelClosed as exc:
             raise OpenError(CHANNEL_CLOSED, str(exc)) from None

@@ -77,7 +77,6 @@ class SocketEnv:
     scheduler: TurnScheduler
     stats: SocketStats
     settings: SocketSettings
-    report_fault: Callable[[str], None]
     closer: Callable[[ModuleSocket], Awaitable[None]]
 
 
@@ -194,8 +193,7 @@ class ModuleSocket:
         """Run one AT helper; deadline and channel failures end the socket (and are reported)."""
         try:
             return await fn(*args)
-        except AtTimeout as exc:
-            self.env.report_fault(f"connect_id {self.connect_id}: {exc}")
+        except AtTimeout as exc:  # the module is silent: the channel reported it to the supervisor
             raise self.fail(ConnectionLost(COMMAND_TIMEOUT, str(exc))) from None
         except ChannelClosed as exc:
             raise self.fail(ConnectionLost(CHANNEL_CLOSED, str(exc))) from None
