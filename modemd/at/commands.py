@@ -109,7 +109,9 @@ class QuectelAt:
         name = text.split("=", 1)[0].split("?", 1)[0]
         kw.setdefault("timeout", self.profile.timeout(name))
         if "expect" not in kw:  # expected response time: past it, the channel probes (profile data)
-            kw["expect"] = self.profile.expect(name, kw["timeout"])
+            # the read and test forms (AT+QIACT?, AT+QIACT=?) are "300 ms" commands
+            key = name + "?" if text.endswith("?") else name
+            kw["expect"] = self.profile.expect(key, kw["timeout"])
         return Command(text, **kw)
 
     async def run(self, text: str, *, check: bool = True, **kw) -> Response:
