@@ -17,7 +17,7 @@ from modemd.at.channel import (
     Observer,
 )
 from modemd.profiles import BG96
-from modemd.profiles.base import FAST
+from modemd.profiles.base import DATA, FAST
 
 from .conftest import open_stack
 from .test_channel import activate
@@ -41,7 +41,7 @@ class Recorder(Observer):
 
 def test_expected_times_are_profile_data():
     assert BG96.expect("AT+CSQ", 5.0) == FAST            # "300 ms" class
-    assert BG96.expect("AT+QISEND", 120.0) == FAST       # answered from the module's buffers
+    assert BG96.expect("AT+QISEND", 120.0) == DATA       # answered from the module's buffers
     assert BG96.expect("AT+QICLOSE", 10.0) == 10.0       # network-bound: the manual's time
     assert BG96.expect("AT+QIACT", 150.0) is None        # flowchart rule: no probe
     assert BG96.expect("AT+QIOPEN", 150.0) is None
