@@ -23,7 +23,7 @@ its final result, the writer:
    arriving), so a late answer completes the command normally;
 2. holds the queue, aborts the command in the protocol (its late lines become unknown lines) and
    writes the probe `AT` itself (PROBE_TIMEOUT, at most PROBES times);
-3. probe answered (OK, ERROR, any final): the module is alive. After one more quiet interval (a late
+3. probe answered (OK, ERROR, any final): the module is alive. After one more quiet interval (DRAIN; a late
    final of the lost command is drained as an unknown line instead of ending the next command) the
    request fails with `CommandLost` and the channel goes on with the next queued command. Nothing is
    rebooted: the caller retries, reconciles or resets its one connection;
@@ -73,7 +73,8 @@ from .urc import ModuleReady, PoweredDown, Recv, Urc, parse_urc
 log = logging.getLogger("modemd.at")
 
 QUIET = 0.2          # no byte read for this long: no late answer is on its way
-QUIET_MAX = 1.0      # a line busy with other traffic (URCs, pushed data) is probed anyway after this
+QUIET_MAX = 0.5      # a line busy with other traffic (URCs, pushed data) is probed anyway after this
+DRAIN = 0.4          # after an answered probe: at most this long for a late final to arrive
 PROBE_TIMEOUT = 1.0  # one probe `AT` (a "300 ms" command, seeds-comparison §2.3)
 PROBES = 3           # the probe series: all unanswered -> the module is silent
 PROBE_TEXT = "AT"    # V.250's attention command: the only command line the channel writes itself
@@ -200,6 +201,7 @@ class AtChannel:
         self._hold = False                     # probing, or the module is silent: write no queued
         self._suspect: _Request | None = None  # the request being probed for
         self.silent = False                    # the probe series went unanswered (until a probe is)
+        self.silence = trio.Event()            # set when it does (a fresh one once it answers)
         self.echo_off = False                  # ATE0 is in effect: an echo line means a silent reboot
         self._echo_mark = 0
         self.commands_lost = 0
@@ -265,12 +267,6 @@ class AtChannel:
     @property
     def queued(self) -> int:
         return len(self._pending)
-
-    @property
-    def in_flight(self) -> str | None:
-        """The name of the command in flight ("AT+QIACT"), None when idle."""
-        current = self._current
-        return None if current is None else current.command.name
 
     @property
     def echo_lines(self) -> int:
@@ -451,8 +447,8 @@ class AtChannel:
 
     def _start_next(self) -> None:
         while self._current is None and self._pending:
-            if self._hold and not self._pending[0].urgent:
-                return  # probing, or the module is silent: nothing queued goes out
+            if self._hold and (self._suspect is not None or not self._pending[0].urgent):
+                return  # probing (even a probe waits), or silent: only a probe goes out
             self._start(self._pending.popleft())
 
     def _prompt_seen(self) -> None:
@@ -472,6 +468,8 @@ class AtChannel:
 
     def _release(self) -> None:
         """The module answers: write the queued commands again."""
+        if self.silent:
+            self.silence = trio.Event()
         self.silent = False
         if self._hold and self._suspect is None:
             self._hold = False
@@ -535,10 +533,10 @@ class AtChannel:
         request.finish(error=AtTimeout(command, command.timeout))
 
     # -- lost commands: quiet line, probe, CommandLost or silence (see the module docstring) ----------
-    async def _quiet(self, request: _Request | None) -> None:
-        """Until no byte was read for QUIET (at most QUIET_MAX, longer while a payload arrives and
+    async def _quiet(self, request: _Request | None, most: float = QUIET_MAX) -> None:
+        """Until no byte was read for QUIET (at most `most`, longer while a payload arrives and
         `request`'s deadline allows), or until `request` ends or gets its `>` (the writer's wake)."""
-        limit = trio.current_time() + QUIET_MAX
+        limit = trio.current_time() + most
         if request is not None:
             self._wake = trio.Event()
         while True:
@@ -610,7 +608,7 @@ class AtChannel:
                 response = answer.response
                 if response is not None and response.final in SEND_FINALS:
                     junk = True  # n <= 3: the probe itself completed the data phase
-                await self._quiet(None)  # drain a late final of the lost command
+                await self._quiet(None, DRAIN)  # drain a late final of the lost command
                 self.commands_lost += 1
                 self.observer.command_lost(command.name)
                 log.warning("%s: lost on the line (the module answered the probe)%s",
@@ -620,6 +618,7 @@ class AtChannel:
                 return
             seconds = trio.current_time() - written
             self.silent = True
+            self.silence.set()
             log.error("%s: no answer, and %d probes unanswered: the module is silent",
                       command.name, PROBES)
             self.observer.command_timeout(command.name)

@@ -114,7 +114,9 @@ class QuectelAt:
         name = text.split("=", 1)[0].split("?", 1)[0]
         kw.setdefault("timeout", self.profile.timeout(name))
         if "expect" not in kw:  # expected response time: past it, the channel probes (profile data)
-            kw["expect"] = self.profile.expect(name, kw["timeout"])
+            # the read and test forms (AT+QIACT?, AT+QIACT=?) are "300 ms" commands
+            key = name + "?" if text.endswith("?") else name
+            kw["expect"] = self.profile.expect(key, kw["timeout"])
         return Command(text, **kw)
 
     async def run(self, text: str, *, check: bool = True, **kw) -> Response:
@@ -136,6 +138,25 @@ class QuectelAt:
     # -- general ------------------------------------------------------------------------------
     async def at(self, timeout: float | None = None) -> None:
         await self.run("AT", **({"timeout": timeout} if timeout else {}))
+
+    # -- the module's liveness (supervisor: health check, resync, silent reboot) ----------------
+    async def probe(self, timeout: float) -> bool:
+        """One `AT` ahead of the queue: True when the module answered (releases a queue held
+        after a silence), False when it stayed silent for `timeout`."""
+        return await self.channel.probe(timeout)
+
+    @property
+    def module_silent(self) -> bool:
+        """The channel's probe series went unanswered (and no probe was answered since)."""
+        return self.channel.silent
+
+    async def wait_silent(self) -> None:
+        """Until the channel declares the module silent."""
+        await self.channel.silence.wait()
+
+    def echo_disabled(self) -> None:
+        """ATE0 was answered OK: an echo from now on means the module restarted unseen."""
+        self.channel.echo_disabled()
 
     async def identify(self) -> dict[str, str]:
         """Model, firmware and IMEI, for the info metric and auto-detection."""

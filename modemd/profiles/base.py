@@ -73,17 +73,19 @@ BASE_TIMEOUTS: Mapping[str, float] = MappingProxyType({
 # channel suspects the command or its answer was lost on the line (noise, a USB hiccup, an overrun
 # that ate a CR). It waits for a quiet line, then probes with `AT`: answered, the command is lost
 # (CommandLost, the module is alive and is not rebooted); unanswered, the module is silent. The value
-# is capped by the command's own deadline (`timeout`). Three classes (seeds-comparison §2.3):
+# is capped by the command's own deadline (`timeout`); read and test forms (AT+QIACT?) are FAST.
+# Four classes (seeds-comparison §2.3):
 #
 # FAST     the manuals' "300 ms" commands (QICSGP, QISTATE, QISWTMD, QIDNSCFG, QICFG, QISDE,
 #          QIGETERROR; AT, ATE0, CMEE, CPIN?, CREG?/CGREG?/CEREG?, CSQ, CGMM... "300 ms" in every
 #          manual that gives a time): five times that, because a loaded module answers late.
-#          Also QISEND / QISENDEX / QIRD: BG96/S5 give 120 s, but their answers come from the module's
+# DATA     QISEND / QISENDEX / QIRD: BG96/S5 give 120 s, but their answers come from the module's
 #          own buffers (`>` at once, SEND OK once the bytes are in the send buffer, SEND FAIL at once
 #          when it is full, +QIRD from the receive buffer); BC25 gives 300 ms for all three (§2.3 table,
 #          rows QISEND/QIRD/QISENDEX). A lost one must cost seconds, not minutes (issue 13: the longest
-#          delivery gap with two lost commands is at most 3 s). The clock restarts when the `>` is seen
-#          and a payload still arriving (QIRD) keeps the line busy, so a slow line is not a lost one.
+#          delivery gap with two lost commands is at most 3 s: 1 s, a quiet line, one probe). The
+#          clock restarts when the `>` is seen, after the payload's wire time, and a payload still
+#          arriving (QIRD) keeps the line busy, so a slow line is not a lost one.
 # DEADLINE the network-bound commands keep the manual's maximum response time as the expectation:
 #          QICLOSE (§2.3: `<timeout>`, default 10 s), QPING (300 s), QNTP (125 s), QIDNSGIP (60 s),
 #          COPS (180 s), CFUN (15 s). Past it, the same probe decides (the manuals' §1.1 note 1 says
@@ -93,6 +95,7 @@ BASE_TIMEOUTS: Mapping[str, float] = MappingProxyType({
 #          the supervisor's PDP keeper, QIOPEN 150 s ("no response in 150 s: close the connection")
 #          by the socket layer, QPOWD by the reboot ladder (it waits for POWERED DOWN). No probe.
 FAST = 1.5
+DATA = 1.0
 DEADLINE = math.inf
 
 BASE_EXPECT: Mapping[str, float | None] = MappingProxyType({
@@ -109,9 +112,9 @@ BASE_EXPECT: Mapping[str, float | None] = MappingProxyType({
     "AT+QIDNSGIP": DEADLINE,
     "AT+COPS": DEADLINE,
     "AT+CFUN": DEADLINE,
-    "AT+QISEND": FAST,
-    "AT+QISENDEX": FAST,
-    "AT+QIRD": FAST,
+    "AT+QISEND": DATA,
+    "AT+QISENDEX": DATA,
+    "AT+QIRD": DATA,
 })
 
 # URC waits (phase two of two-phase commands).
