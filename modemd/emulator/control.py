@@ -12,7 +12,8 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
     noise urc <N>          noise fragment <min>-<max>|off                noise garbage <n>
     noise flip <n>         noise glue <n>            noise sendfail <percent>
     noise seed <s>         noise off
-    noise reboot <regex> [silent|nordy]              noise                 status
+    noise reboot <regex> [silent|nordy]              noise                 lost [list]
+    status
     help
 
 `lose command`: the next <count> (default 1) command lines that re.fullmatch <regex> are lost on the
@@ -32,6 +33,8 @@ that share of QISENDs answers SEND FAIL (its data dropped). `noise reboot <regex
 [silent|nordy]`: the next command line matching the regex restarts the module in the middle of it
 (no answer; sockets and contexts gone, echo on again; nothing printed at boot, or the boot URCs
 without RDY). `noise off`: all of it off. `noise` alone answers `ok <current settings>`.
+`lost` answers `ok <n>` (losses so far: lost commands and answers, reboots); `lost list` answers
+`ok <t>:<what> ...`, t the time.monotonic() of each loss (spaces in <what> written as _).
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ HELP = (
     "lose command <regex> [count] [glue], lose prompt|final|answer <regex> [count], "
     "noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>|sendfail <percent>|seed <s>"
     "|off, "
-    "noise reboot <regex> [silent|nordy], status"
+    "noise reboot <regex> [silent|nordy], lost [list], status"
 )
 MAX_LINE = 4096
 KNOWN = {
@@ -174,6 +177,11 @@ async def run_command(emu: Emulator, line: str) -> str:
             session = emu._session
             socks = sorted(session.sockets.values(), key=lambda x: x.cid) if session else []
             return "ok " + " ".join(f"{x.cid}:{x.state}" for x in socks) if socks else "ok"
+        if cmd == "lost" and len(args) <= 1:  # losses so far (lose / noise reboot)
+            if args and args[0].lower() == "list":  # <monotonic time>:<what, spaces as _>
+                pairs = zip(emu.lost_at, emu.lost, strict=True)
+                return "ok " + " ".join(f"{t:.6f}:{w.replace(' ', '_')}" for t, w in pairs)
+            return f"ok {len(emu.lost)}"
         if cmd == "count" and len(args) == 1:  # AT command lines received that start so
             return f"ok {sum(1 for c in emu.commands if c.upper().startswith(args[0].upper()))}"
         if cmd not in KNOWN:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -57,6 +58,7 @@ class Emulator:
         self._lose_ans: list[list] = []
         self._reboot_on: list[list] = []  # [pattern, count left, boot kind]
         self.lost: list[str] = []  # what was lost, for tests: "command <line>", "<part> <line>"
+        self.lost_at: list[float] = []  # time.monotonic() of each (comparable across processes)
         self.noise = Noise()
         self.boots = 0  # power-ons so far (every reboot included)
         self._inject_q: list[bytes] = []
@@ -326,6 +328,10 @@ class Emulator:
         self._lose_ans = [r for r in self._lose_ans if r[0].pattern != pattern]
         if _count(count):
             self._lose_ans.append([regex, _count(count), part])
+
+    def _record_loss(self, what: str) -> None:
+        self.lost.append(what)
+        self.lost_at.append(time.monotonic())  # for a benchmark in another process, not a timer
 
     def _take_loss(self, rules: list[list], line: str) -> object | None:
         """The third field of the first rule matching `line` (one of its count used), or None."""

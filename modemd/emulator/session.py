@@ -431,7 +431,7 @@ class Session:
             if emu._lose_cmd:
                 glue = emu._take_loss(emu._lose_cmd, line.decode("latin-1"))
                 if glue is not None:  # lost on the line: never seen, or only its CR lost
-                    emu.lost.append(f"command {line.decode('latin-1')}")
+                    emu._record_loss(f"command {line.decode('latin-1')}")
                     if glue:
                         self._glued += line
                     continue
@@ -439,11 +439,11 @@ class Session:
                 line, self._glued = self._glued + line, b""
             part = emu._take_loss(emu._lose_ans, line.decode("latin-1")) if emu._lose_ans else None
             if part is not None:
-                emu.lost.append(f"{part} {line.decode('latin-1')}")
+                emu._record_loss(f"{part} {line.decode('latin-1')}")
             if emu._reboot_on:
                 boot = emu._take_loss(emu._reboot_on, line.decode("latin-1"))
                 if boot is not None:  # restarts in the middle of this command
-                    emu.lost.append(f"reboot {line.decode('latin-1')}")
+                    emu._record_loss(f"reboot {line.decode('latin-1')}")
                     if self.echo:
                         async with self.out_lock:
                             await self.write(line + term)
