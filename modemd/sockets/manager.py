@@ -342,7 +342,7 @@ class SocketManager:
         except CommandLost as exc:  # maybe executed: _open_failed's QICLOSE undoes it
             self.stats.commands_lost += 1
             raise OpenError(COMMAND_LOST, str(exc)) from None
-        except AtTimeout as exc:  # the module is silent: the channel told the supervisor
+        except AtTimeout as exc:  # flowchart: no answer in 150 s -> close the connection
             raise OpenError(COMMAND_TIMEOUT, str(exc)) from None
         except ChannelClosed as exc:
             raise OpenError(CHANNEL_CLOSED, str(exc)) from None
