@@ -42,7 +42,7 @@ def runtime_dir() -> Path:
 def emulate_defaults(run: Path) -> dict:
     """The built-in demo config: SOCKS5, metrics and the control socket on loopback."""
     return {
-        "modem": {"model": "auto", "lock_dir": str(run), "health_interval": 30.0},
+        "modem": {"model": "auto", "lock_dir": str(run), "health_interval": 10.0},
         "pdp": {"apn": "internet"},
         "socks": {"listen": "tcp:127.0.0.1:1080"},
         "metrics": {"listen": "127.0.0.1:9523"},

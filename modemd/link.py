@@ -6,8 +6,9 @@ connect_ids. They meet here, so neither imports the other:
 - supervisor -> sockets: `at` (the command helpers of the current module session), `serving(ctx)`
   and `wait_serving(ctx)`, and `lost(ctx)`: an Event set when the context (or the whole module) is gone,
   so every socket opened under it must be reset now.
-- sockets -> supervisor: `report_open(ctx, ok)` (5 consecutive failures -> PDP cycle) and
-  `report_fault(reason)` (a command deadline passed: the supervisor decides whether to reboot).
+- sockets -> supervisor: `report_open(ctx, ok)` (5 consecutive failures -> PDP cycle). A command
+  deadline is not reported here: the AT channel reports a silent module to the supervisor itself
+  (the one route for command timeouts), and a lost command (CommandLost) is its caller's business.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ class ModemLink:
         self.identity: dict[str, str] = {}
         self.module_generation = 0
         self._contexts: dict[int, ContextInfo] = {}
-        self._faults_in, self.faults = trio.open_memory_channel(64)
         self._cycle_in, self.cycle_requests = trio.open_memory_channel(16)
 
     def context(self, context_id: int) -> ContextInfo:
@@ -101,10 +101,3 @@ class ModemLink:
                 self._cycle_in.send_nowait(context_id)
             except trio.WouldBlock:
                 pass
-
-    def report_fault(self, reason: str) -> None:
-        """A command deadline passed or the module said something impossible."""
-        try:
-            self._faults_in.send_nowait(reason)
-        except trio.WouldBlock:
-            pass

@@ -151,6 +151,11 @@ class SerialPort:
         termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
         termios.tcflush(self.fd, termios.TCIOFLUSH)
 
+    @property
+    def baudrate(self) -> int:
+        """Bits per second on the line (the AT channel's expected times add the payload's wire time)."""
+        return int(self._ser.baudrate)
+
     async def receive_some(self, max_bytes: int = 65536) -> bytes:
         """Bytes that arrived; raises SerialDisconnected when the device went away."""
         await trio.lowlevel.checkpoint_if_cancelled()

@@ -227,7 +227,8 @@ async def test_garbage_inside_a_payload_resets_and_never_corrupts(mode, caplog):
             assert how == "reset"
             assert data.startswith(got) and len(got) < len(data)
             await client.aclose()
-            assert proxy.flows["g"].resets["command_error"] == 1
+            assert proxy.flows["g"].resets["download_corrupt"] == 1
+            assert rig.manager.stats.lost["download_corrupt"] == 1
             assert rig.stack.channel.protocol.counters["payload_overruns"] == 1
             await wait_for(lambda: rig.manager.ids_in_use == 0)
             async with await trio.open_tcp_stream("127.0.0.1", port) as again:  # still serving

@@ -205,15 +205,15 @@ async def test_unsolicited_powered_down_powers_the_module_on_again(mock_clock):
             assert sup.module_resets == 1 and sup.schedule.total == 0
 
 
-async def test_socket_layer_fault_reboots(mock_clock):
+async def test_flowchart_reboot_of_an_answering_module_goes_through_qpowd(mock_clock):
     async with emulator() as emu:
         power = EmuPower(emu)
         async with running(make_cfg(emu.tty_path), power=power) as (sup, link):
             with trio.fail_after(300):
                 await link.wait_serving(1)
-            link.report_fault("AT+QIRD: no final result within 60 s")
+            sup.fire_reboot("sim_not_ready: a flowchart rule")
             await wait_state(sup, State.REBOOTING)
-            assert sup.schedule.last_reason == "fault: AT+QIRD: no final result within 60 s"
+            assert sup.schedule.last_reason == "sim_not_ready: a flowchart rule"
             with trio.fail_after(300):
                 await link.wait_serving(1)
             assert [step.step for step in sup.last_ladder] == [
@@ -225,7 +225,7 @@ async def test_socket_layer_fault_reboots(mock_clock):
             assert on - off == pytest.approx(12.0)
 
 
-async def test_qiclose_unanswered_10s_reboots(mock_clock):
+async def test_qiclose_unanswered_by_a_silent_module_reboots(mock_clock):
     async with emulator() as emu:
         power = EmuPower(emu)
         cfg = make_cfg(emu.tty_path, health_interval=3600.0)
@@ -234,11 +234,13 @@ async def test_qiclose_unanswered_10s_reboots(mock_clock):
                 await link.wait_serving(1)
             emu.hang(True)
             t0 = trio.current_time()
-            with pytest.raises(AtTimeout):     # the socket layer's QICLOSE
+            with pytest.raises(AtTimeout):     # the socket layer's QICLOSE: 10 s, then 3 probes
                 await link.at.qiclose(0)
             t_reboot = await wait_state(sup, State.REBOOTING)
-            assert t_reboot - t0 == pytest.approx(10.0, abs=0.5)
-            assert sup.schedule.last_reason == "qiclose_timeout: no answer to AT+QICLOSE in 10 s"
+            # 10 s (its manual time) + 3 probes of 1 s + the supervisor's 2 resync probes
+            assert t_reboot - t0 == pytest.approx(15.0, abs=0.5)
+            assert sup.schedule.last_reason.startswith(
+                "no_answer: AT+QICLOSE and 3 AT probes unanswered")
             with trio.fail_after(300):
                 await link.wait_serving(1)
 

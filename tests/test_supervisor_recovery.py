@@ -99,13 +99,15 @@ async def test_hang_mid_transfer_is_power_cycled(mock_clock):
         recovery = recovered_at - hung_at
         print(f"\nhang detected after {detection:.1f} s, PDP back after {recovery:.1f} s "
               f"(virtual time; ladder: {[(s.step, s.ok, round(s.seconds, 1)) for s in sup.last_ladder]})")
-        assert detection <= 30.0 + 5.0 + 0.5      # health_interval + health_timeout
-        assert sup.schedule.last_reason == "no_answer: health check AT unanswered for 5 s"
+        # the QISEND in flight: its expected time (1.5 s), 3 probes, the filler (its `>` may
+        # have been lost), the supervisor's 2 resync probes
+        assert detection <= 1.5 + 0.2 + 3 * 1.0 + 1.0 + 2 * 1.0 + 0.5
+        assert sup.schedule.last_reason.startswith("no_answer: AT+QISEND and 3 AT probes")
         assert [s.step for s in sup.last_ladder] == ["resync", "supply_cut", "wait_ready"]
         assert [s.ok for s in sup.last_ladder] == [False, True, True]
         assert [c for _, c in power.calls] == ["off", "on"]
-        assert recovery < 90.0
-        assert transfer.opens == 2 and "ChannelClosed" in transfer.errors
+        assert recovery <= 45.0
+        assert transfer.opens == 2 and "AtTimeout" in transfer.errors
         assert received[0] >= 20_000
 
 
@@ -253,7 +255,7 @@ async def test_usb_port_vanishing_during_the_power_cycle_is_reopened(mock_clock)
             async with running(make_cfg(emu.tty_path), open_port=opener, power=power) as (sup, link):
                 with trio.fail_after(300):
                     await link.wait_serving(1)
-                link.report_fault("AT+QICLOSE: no final result within 10 s")
+                sup.fire_reboot("qiclose_timeout: a flowchart reboot")
                 with trio.fail_after(300):
                     await wait_state(sup, State.REBOOTING)
                     await wait_state(sup, State.PORT_MISSING)

@@ -13,6 +13,36 @@ Two tasks share one sans-IO AtProtocol:
 A caller that is cancelled while its command is queued withdraws it; once written, the command runs to
 its final result or deadline anyway, so the module and the protocol never disagree about what is in
 flight.
+
+Lost commands (the writer side). A command can be lost on the line: noise, a USB hiccup or a UART
+overrun eats its CR (the module never sees it), or eats part of the answer. Each command carries an
+expected response time (`Command.expect`, profile data). When the command in flight passes it without
+its final result, the writer:
+
+1. waits until the line is quiet (no byte read for QUIET; at most QUIET_MAX unless a payload is still
+   arriving), so a late answer completes the command normally;
+2. holds the queue, aborts the command in the protocol (its late lines become unknown lines) and
+   writes the probe `AT` itself (PROBE_TIMEOUT, at most PROBES times);
+3. probe answered (OK, ERROR, any final): the module is alive. After one more quiet interval (DRAIN; a late
+   final of the lost command is drained as an unknown line instead of ending the next command) the
+   request fails with `CommandLost` and the channel goes on with the next queued command. Nothing is
+   rebooted: the caller retries, reconciles or resets its one connection;
+4. every probe unanswered: the module is silent. The request fails with `AtTimeout`, the observer's
+   `module_silent` tells the supervisor (the one route for command timeouts) and the queue stays held
+   (nothing more is written) until `probe()` is answered (the supervisor's resync) or the channel is
+   replaced (the ladder).
+
+A fixed-length `AT+QISEND=<id>,<n>` whose `>` was not seen is special: if the command was lost, the
+module is in command mode and answers the probe; if only the `>` was lost, the module is in data mode
+and takes the probe as 3 of its n data bytes. So when a prompt was awaited, the probe also accepts
+SEND OK / SEND FAIL as its answer (n <= 3: the probe completed the data), and when the first probe
+goes unanswered the channel completes the data phase with n - 3 FILLER bytes (never the client's
+bytes, never an AT command) and reads the final: the request fails with
+`CommandLost(data_written=True, junk=True)` and the socket layer resets that one connection. If
+nothing answers even then, it is silence. Payload bytes are only ever written after a `>` was seen.
+
+Commands without an expected time (`expect` None: QIACT, QIDEACT, QIOPEN, QPOWD, whose deadline is a
+flowchart rule) end with `AtTimeout` at their deadline without a probe: the flowchart decides.
 """
 
 from __future__ import annotations
@@ -27,6 +57,8 @@ import trio
 
 from .pacer import ReadPacer
 from .protocol import (
+    OK_FINALS,
+    SEND_FINALS,
     AtProtocol,
     Command,
     Done,
@@ -39,6 +71,14 @@ from .protocol import (
 from .urc import ModuleReady, PoweredDown, Recv, Urc, parse_urc
 
 log = logging.getLogger("modemd.at")
+
+QUIET = 0.2          # no byte read for this long: no late answer is on its way
+QUIET_MAX = 0.5      # a line busy with other traffic (URCs, pushed data) is probed anyway after this
+DRAIN = 0.4          # after an answered probe: at most this long for a late final to arrive
+PROBE_TIMEOUT = 1.0  # one probe `AT` (a "300 ms" command, seeds-comparison §2.3)
+PROBES = 3           # the probe series: all unanswered -> the module is silent
+PROBE_TEXT = "AT"    # V.250's attention command: the only command line the channel writes itself
+FILLER = b"\0"       # completes a data phase whose `>` was lost (never the client's bytes)
 
 
 class AtError(Exception):
@@ -108,13 +148,16 @@ class Observer:
 
     def command_done(self, name: str, seconds: float, final: str) -> None: ...
     def command_timeout(self, name: str) -> None: ...
+    def command_lost(self, name: str) -> None: ...
+    def module_silent(self, name: str, seconds: float) -> None: ...
+    def echo_back(self, name: str) -> None: ...
     def urc(self, urc: Urc) -> None: ...
     def unknown_line(self, text: str) -> None: ...
     def urc_dropped(self, urc: Urc) -> None: ...
 
 
 class _Request:
-    __slots__ = ("command", "done", "response", "error", "withdrawn", "after", "after_ok")
+    __slots__ = ("command", "done", "response", "error", "withdrawn", "after", "after_ok", "urgent")
 
     def __init__(self, command: Command, after: _Request | None = None,
                  after_ok: frozenset[str] = frozenset()) -> None:
@@ -125,6 +168,7 @@ class _Request:
         self.withdrawn = False
         self.after = after        # written only if this one ended with a final in after_ok
         self.after_ok = after_ok
+        self.urgent = False       # a probe: written ahead of the queue, even while it is held
 
     def succeeded(self, finals: frozenset[str]) -> bool:
         response = self.response
@@ -152,6 +196,15 @@ class AtChannel:
         self._rouse = trio.Event()             # the reader, in a paced wait: a command was written
         self._started = 0.0                    # trio time the current command was written
         self._deadline = math.inf
+        self._check_at = math.inf              # its expected response time (or deadline) passes
+        self._prompted = False                 # the current command's `>` was seen
+        self._hold = False                     # probing, or the module is silent: write no queued
+        self._suspect: _Request | None = None  # the request being probed for
+        self.silent = False                    # the probe series went unanswered (until a probe is)
+        self.silence = trio.Event()            # set when it does (a fresh one once it answers)
+        self.echo_off = False                  # ATE0 is in effect: an echo line means a silent reboot
+        self._echo_mark = 0
+        self.commands_lost = 0
         self._subscribers: list[trio.MemorySendChannel[Urc]] = []
         self._current: _Request | None = None
         self._closed: BaseException | None = None
@@ -215,6 +268,38 @@ class AtChannel:
     def queued(self) -> int:
         return len(self._pending)
 
+    @property
+    def echo_lines(self) -> int:
+        """Echo lines of our own commands seen so far (the protocol drops them)."""
+        return self.protocol.counters["echo_lines"]
+
+    def echo_disabled(self) -> None:
+        """ATE0 was answered OK: from now on an echo of our commands means the module restarted
+        without the host seeing RDY (line-shapes A3); the observer's `echo_back` hears of it."""
+        self.echo_off = True
+        self._echo_mark = self.echo_lines
+
+    async def probe(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        """One `AT` ahead of every queued command, written even while the queue is held after a
+        silence: True when the module answered (any final result; that releases the queue),
+        False when it stayed silent for `timeout`. Raises AtModuleReset / ChannelClosed."""
+        request = _Request(Command(PROBE_TEXT, timeout=timeout))
+        request.urgent = True
+        if self._closed is not None:
+            raise ChannelClosed(str(self._closed) or "AT channel is closed")
+        self._pending.appendleft(request)
+        if self._running and self._current is None:
+            self._start_next()
+            self._wake.set()
+        try:
+            await self.wait(request, check=False)
+        except AtTimeout:
+            return False
+        if self.silent:
+            log.info("the module answers again: writing the queued commands")
+        self._release()
+        return True
+
     # -- tasks --------------------------------------------------------------------------------
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Run the reader and writer until the transport fails or the caller cancels."""
@@ -241,9 +326,10 @@ class AtChannel:
         self._closed = reason
         self._running = False
         self._writes.clear()
-        if self._current is not None and not self._current.done.is_set():
-            self._current.finish(error=reason)
-        self._current = None
+        for request in (self._current, self._suspect):
+            if request is not None and not request.done.is_set():
+                request.finish(error=reason)
+        self._current = self._suspect = None
         while self._pending:
             self._pending.popleft().finish(error=reason)
 
@@ -293,6 +379,7 @@ class AtChannel:
                     ))
         elif isinstance(event, PromptWanted):
             self._write(self.protocol.send_data())  # the payload, right now
+            self._prompt_seen()
         elif isinstance(event, Done):
             self.last_final = trio.current_time()
             self._end_current(response=event.response)
@@ -349,13 +436,45 @@ class AtChannel:
         self._current = request
         self._rouse.set()
         self._started = trio.current_time()
-        self._deadline = self._started + request.command.timeout
+        command = request.command
+        self._deadline = self._started + command.timeout
+        expect = command.expect
+        self._check_at = self._deadline if expect is None else self._started + min(
+            expect, command.timeout)
+        self._prompted = False
         self.commands_sent += 1
         self._write(line)
 
     def _start_next(self) -> None:
         while self._current is None and self._pending:
+            if self._hold and (self._suspect is not None or not self._pending[0].urgent):
+                return  # probing (even a probe waits), or silent: only a probe goes out
             self._start(self._pending.popleft())
+
+    def _prompt_seen(self) -> None:
+        """The `>` of the command in flight: its expected time restarts once the payload is out."""
+        self._prompted = True
+        current = self._current
+        expect = None if current is None else current.command.expect
+        if expect is not None and current is not None and current.command.data is not None:
+            wire = self._wire_time(len(current.command.data))
+            self._check_at = min(self._deadline, trio.current_time() + wire + expect)
+        self._wake.set()
+
+    def _wire_time(self, size: int) -> float:
+        """Seconds `size` bytes take on the line (10 bits a byte; 0 when the baud rate is unknown)."""
+        baud = getattr(self.transport, "baudrate", None)
+        return size * 10 / baud if isinstance(baud, (int, float)) and baud > 0 else 0.0
+
+    def _release(self) -> None:
+        """The module answers: write the queued commands again."""
+        if self.silent:
+            self.silence = trio.Event()
+        self.silent = False
+        if self._hold and self._suspect is None:
+            self._hold = False
+            self._start_next()
+            self._wake.set()
 
     def _end_current(self, response: Response | None = None,
                      error: BaseException | None = None) -> None:
@@ -369,15 +488,24 @@ class AtChannel:
             self.observer.command_done(
                 request.command.name, trio.current_time() - self._started, response.final
             )
+        if self.echo_off and self.echo_lines > self._echo_mark:
+            self._echo_mark = self.echo_lines
+            self.echo_off = False  # once: the supervisor re-initialises (ATE0 again)
+            log.warning("%s: echoed although ATE0 is in effect: the module restarted",
+                        request.command.name)
+            self.observer.echo_back(request.command.name)
         request.finish(response, error)
         self._start_next()
         self._wake.set()
 
+    async def _flush(self) -> None:
+        while self._writes:
+            await self.transport.send_all(self._writes[0])
+            self._writes.popleft()
+
     async def _writer(self) -> None:
         while True:
-            while self._writes:
-                await self.transport.send_all(self._writes[0])
-                self._writes.popleft()
+            await self._flush()
             if self._current is None:
                 self._start_next()  # after a timeout, or queued before the writer ran
                 if self._current is not None or self._writes:
@@ -387,11 +515,14 @@ class AtChannel:
             if current is None:
                 await self._wake.wait()  # submit() or a reader event has work for us
                 continue
-            with trio.move_on_at(self._deadline):
+            with trio.move_on_at(self._check_at):
                 await self._wake.wait()
-                continue  # finished (maybe the next one started), or something to write
+                continue  # finished (maybe the next one started), a `>`, or something to write
             if self._current is current:
-                self._timeout(current)
+                if current.command.expect is None:
+                    self._timeout(current)
+                else:
+                    await self._probe_for(current)
 
     def _timeout(self, request: _Request) -> None:
         command = request.command
@@ -400,3 +531,103 @@ class AtChannel:
         self.observer.command_timeout(command.name)
         log.warning("%s: no final result within %g s", command.name, command.timeout)
         request.finish(error=AtTimeout(command, command.timeout))
+
+    # -- lost commands: quiet line, probe, CommandLost or silence (see the module docstring) ----------
+    async def _quiet(self, request: _Request | None, most: float = QUIET_MAX) -> None:
+        """Until no byte was read for QUIET (at most `most`, longer while a payload arrives and
+        `request`'s deadline allows), or until `request` ends or gets its `>` (the writer's wake)."""
+        limit = trio.current_time() + most
+        if request is not None:
+            self._wake = trio.Event()
+        while True:
+            now = trio.current_time()
+            quiet_at = self.last_rx + QUIET
+            if now >= quiet_at:
+                return
+            if now >= limit and not (self.protocol.payload_missing and now < self._deadline):
+                return
+            until = quiet_at if now >= limit else min(quiet_at, limit)
+            if request is None:
+                await trio.sleep_until(until)
+                continue
+            with trio.move_on_at(until):
+                await self._wake.wait()
+                return
+
+    async def _probe_for(self, request: _Request) -> None:
+        """The command in flight passed its expected time: quiet line, then the probe series."""
+        command = request.command
+        prompted = self._prompted
+        await self._quiet(request)
+        if request.done.is_set() or self._current is not request or self._prompted != prompted:
+            return  # a late answer (or its `>`) came: the writer re-arms its expected time
+        written = self._started
+        seconds = trio.current_time() - written
+        prompt_awaited = command.data is not None and not self._prompted
+        data_written = command.data is not None and self._prompted
+        log.warning("%s: no final result within %.1f s: probing the module with AT",
+                    command.name, seconds)
+        self._hold = True
+        self._suspect = request
+        self.protocol.abort()  # the lost command's late lines are unknown lines from now on
+        self._current = None
+        finals = OK_FINALS | SEND_FINALS if prompt_awaited else OK_FINALS
+        answer: _Request | None = None
+        junk = False
+        try:
+            for _ in range(PROBES):
+                probe = _Request(Command(PROBE_TEXT, finals=finals, timeout=PROBE_TIMEOUT))
+                probe.urgent = True
+                self._start(probe)
+                await self._flush()
+                with trio.move_on_after(PROBE_TIMEOUT):
+                    await probe.done.wait()
+                if not probe.done.is_set() and prompt_awaited and not junk:
+                    # only the `>` was lost: the module is in data mode and took the probe as data
+                    assert command.data is not None
+                    junk = True
+                    rest = len(command.data) - len(PROBE_TEXT) - 1
+                    if rest > 0:
+                        log.warning("%s: no `>` and no answer to AT: completing the data phase "
+                                    "with %d filler bytes", command.name, rest)
+                        self._write(FILLER * rest)
+                        await self._flush()
+                    with trio.move_on_after(PROBE_TIMEOUT + self._wire_time(max(rest, 0))):
+                        await probe.done.wait()
+                if probe.done.is_set():
+                    answer = probe
+                    break
+                if self._current is probe:
+                    self.protocol.abort()
+                    self._current = None
+            if answer is not None and isinstance(answer.error, AtModuleReset):
+                request.finish(error=AtModuleReset(
+                    f"{command.name}: the module reset before answering"))
+                return
+            if answer is not None:
+                response = answer.response
+                if response is not None and response.final in SEND_FINALS:
+                    junk = True  # n <= 3: the probe itself completed the data phase
+                await self._quiet(None, DRAIN)  # drain a late final of the lost command
+                self.commands_lost += 1
+                self.observer.command_lost(command.name)
+                log.warning("%s: lost on the line (the module answered the probe)%s",
+                            command.name, ", data phase completed with filler" if junk else "")
+                request.finish(error=CommandLost(
+                    command, seconds, data_written=data_written or junk, junk=junk))
+                return
+            seconds = trio.current_time() - written
+            self.silent = True
+            self.silence.set()
+            log.error("%s: no answer, and %d probes unanswered: the module is silent",
+                      command.name, PROBES)
+            self.observer.command_timeout(command.name)
+            self.observer.module_silent(command.name, seconds)
+            request.finish(error=AtTimeout(command, seconds))
+        finally:
+            self._suspect = None
+            if not request.done.is_set():  # cancelled (the channel is closing)
+                request.finish(error=ChannelClosed("AT channel stopped while probing"))
+            if not self.silent:
+                self._hold = False
+                self._start_next()

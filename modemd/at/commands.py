@@ -9,6 +9,7 @@ URC that carries the result, subscribing before the command is written so the UR
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -24,6 +25,8 @@ from .urc import (
     OpenResult,
     PingReply,
     PingSummary,
+    Recv,
+    Urc,
     after_prefix,
     split_fields,
     to_int,
@@ -34,6 +37,7 @@ AUTH = {"none": 0, "pap": 1, "chap": 2, "pap_or_chap": 3}
 IP_TYPES = {"ipv4": 1, "ipv6": 2, "ipv4v6": 3}
 # <finresult> codes of a failed ping on the families whose success code is 2 (U §2.10, BC Table 2)
 PING_FINAL_RESULTS = {3: "tcpip_stack_busy", 4: "host_not_found", 5: "pdp_activation_failed"}
+SEND_OK = frozenset({"SEND OK"})
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,7 @@ class SendAck:
 class ReadResult:
     data: bytes
     remote: tuple[str, int] | None = None
+    header: bool = True  # False: OK without its +QIRD line (garbled): what it carried is unknown
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,10 @@ class QuectelAt:
     def cmd(self, text: str, **kw) -> Command:
         name = text.split("=", 1)[0].split("?", 1)[0]
         kw.setdefault("timeout", self.profile.timeout(name))
+        if "expect" not in kw:  # expected response time: past it, the channel probes (profile data)
+            # the read and test forms (AT+QIACT?, AT+QIACT=?) are "300 ms" commands
+            key = name + "?" if text.endswith("?") else name
+            kw["expect"] = self.profile.expect(key, kw["timeout"])
         return Command(text, **kw)
 
     async def run(self, text: str, *, check: bool = True, **kw) -> Response:
@@ -129,6 +138,25 @@ class QuectelAt:
     # -- general ------------------------------------------------------------------------------
     async def at(self, timeout: float | None = None) -> None:
         await self.run("AT", **({"timeout": timeout} if timeout else {}))
+
+    # -- the module's liveness (supervisor: health check, resync, silent reboot) ----------------
+    async def probe(self, timeout: float) -> bool:
+        """One `AT` ahead of the queue: True when the module answered (releases a queue held
+        after a silence), False when it stayed silent for `timeout`."""
+        return await self.channel.probe(timeout)
+
+    @property
+    def module_silent(self) -> bool:
+        """The channel's probe series went unanswered (and no probe was answered since)."""
+        return self.channel.silent
+
+    async def wait_silent(self) -> None:
+        """Until the channel declares the module silent."""
+        await self.channel.silence.wait()
+
+    def echo_disabled(self) -> None:
+        """ATE0 was answered OK: an echo from now on means the module restarted unseen."""
+        self.channel.echo_disabled()
 
     async def identify(self) -> dict[str, str]:
         """Model, firmware and IMEI, for the info metric and auto-detection."""
@@ -284,6 +312,41 @@ class QuectelAt:
             return self.cmd(text, data=data, finals=OK_FINALS, after_ok=SEND_FINALS)
         return self.cmd(text, data=data, finals=SEND_FINALS)
 
+    # -- the socket layer's view of the channel (sockets/ never touches the channel itself) ----
+    def set_push(self, connect_id: int, on: bool) -> None:
+        """Frame this connect_id's "recv" URCs as direct push (a payload follows) or not."""
+        self.channel.set_push(connect_id, on)
+
+    def subscribe_sockets(
+        self, buffer: int, push: Callable[[Recv], None], push_corrupt: Callable[[int], None]
+    ) -> trio.MemoryReceiveChannel[Urc]:
+        """Every URC from now on; pushed data (and the connect_id of a broken push frame) go to
+        `push` / `push_corrupt` synchronously from the reader instead."""
+        urcs = self.channel.subscribe(buffer)
+        self.channel.push_sink = push
+        self.channel.push_corrupt_sink = push_corrupt
+        return urcs
+
+    def submit_send(
+        self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None, *,
+        after: object | None = None,
+    ) -> object:
+        """Queue one QISEND without waiting for it (the socket layer's 2-deep pipeline). With
+        `after` (an earlier submit_send), it is written only if that one got SEND OK, else it
+        ends with AtSkipped: never out of order, never behind an uncertain chunk."""
+        return self.channel.submit(self.send_command(connect_id, data, remote),
+                                   after=after, after_ok=SEND_OK)  # type: ignore[arg-type]
+
+    async def wait_send(self, request: object) -> Response:
+        """The response of a submit_send (ERROR is returned, not raised; CommandLost,
+        AtTimeout, AtSkipped and ChannelClosed are raised)."""
+        return await self.channel.wait(request, check=False)  # type: ignore[arg-type]
+
+    @staticmethod
+    def withdraw(request: object) -> None:
+        """A queued submit_send that must not be written any more (harmless once it ran)."""
+        request.withdrawn = True  # type: ignore[attr-defined]
+
     async def qisend(
         self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None
     ) -> bool:
@@ -309,8 +372,8 @@ class QuectelAt:
         else:
             text = f"AT+QIRD={connect_id}"
         resp = await self.run(text, prefix="+QIRD:", payload=True)
-        if not resp.lines:
-            return ReadResult(b"")
+        if not resp.lines:  # an empty buffer answers `+QIRD: 0`: its header was garbled
+            return ReadResult(b"", header=False)
         f = split_fields(resp.fields(0))
         remote = (f[1], int(f[2])) if len(f) >= 3 and not f[1].isdigit() else None
         return ReadResult(resp.payload or b"", remote)

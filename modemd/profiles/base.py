@@ -6,6 +6,7 @@ branching on a model name. Section references are to ../shared/docs/seeds-compar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -66,6 +67,54 @@ BASE_TIMEOUTS: Mapping[str, float] = MappingProxyType({
     "AT+CFUN": 15.0,
     "AT+QPOWD": 60.0,
     "AT+COPS": 180.0,
+})
+
+# Expected response times (seconds), by command name: after this long without a final result the AT
+# channel suspects the command or its answer was lost on the line (noise, a USB hiccup, an overrun
+# that ate a CR). It waits for a quiet line, then probes with `AT`: answered, the command is lost
+# (CommandLost, the module is alive and is not rebooted); unanswered, the module is silent. The value
+# is capped by the command's own deadline (`timeout`); read and test forms (AT+QIACT?) are FAST.
+# Four classes (seeds-comparison §2.3):
+#
+# FAST     the manuals' "300 ms" commands (QICSGP, QISTATE, QISWTMD, QIDNSCFG, QICFG, QISDE,
+#          QIGETERROR; AT, ATE0, CMEE, CPIN?, CREG?/CGREG?/CEREG?, CSQ, CGMM... "300 ms" in every
+#          manual that gives a time): five times that, because a loaded module answers late.
+# DATA     QISEND / QISENDEX / QIRD: BG96/S5 give 120 s, but their answers come from the module's
+#          own buffers (`>` at once, SEND OK once the bytes are in the send buffer, SEND FAIL at once
+#          when it is full, +QIRD from the receive buffer); BC25 gives 300 ms for all three (§2.3 table,
+#          rows QISEND/QIRD/QISENDEX). A lost one must cost seconds, not minutes (issue 13: the longest
+#          delivery gap with two lost commands is at most 3 s: 1 s, a quiet line, one probe). The
+#          clock restarts when the `>` is seen, after the payload's wire time, and a payload still
+#          arriving (QIRD) keeps the line busy, so a slow line is not a lost one.
+# DEADLINE the network-bound commands keep the manual's maximum response time as the expectation:
+#          QICLOSE (§2.3: `<timeout>`, default 10 s), QPING (300 s), QNTP (125 s), QIDNSGIP (60 s),
+#          COPS (180 s), CFUN (15 s). Past it, the same probe decides (the manuals' §1.1 note 1 says
+#          60 s without an answer is a reason to reboot: only a silent module is rebooted).
+# None     the commands whose deadline is a flowchart rule keep it (seeds-comparison §2.1/§2.2):
+#          QIACT / QIACTEX 150 s and QIDEACT / QIDEACTEX 40 s (3 failures: reboot) are decided by
+#          the supervisor's PDP keeper, QIOPEN 150 s ("no response in 150 s: close the connection")
+#          by the socket layer, QPOWD by the reboot ladder (it waits for POWERED DOWN). No probe.
+FAST = 1.5
+DATA = 1.0
+DEADLINE = math.inf
+
+BASE_EXPECT: Mapping[str, float | None] = MappingProxyType({
+    "AT+QIACT": None,
+    "AT+QIACTEX": None,
+    "AT+QIDEACT": None,
+    "AT+QIDEACTEX": None,
+    "AT+QIOPEN": None,
+    "AT+CGACT": None,
+    "AT+QPOWD": None,
+    "AT+QICLOSE": DEADLINE,
+    "AT+QPING": DEADLINE,
+    "AT+QNTP": DEADLINE,
+    "AT+QIDNSGIP": DEADLINE,
+    "AT+COPS": DEADLINE,
+    "AT+CFUN": DEADLINE,
+    "AT+QISEND": DATA,
+    "AT+QISENDEX": DATA,
+    "AT+QIRD": DATA,
 })
 
 # URC waits (phase two of two-phase commands).
@@ -136,11 +185,18 @@ class Profile:
     server_init_commands: tuple[str, ...] = ()  # only when a module-side listener is configured
     timeouts: Mapping[str, float] = field(default_factory=lambda: BASE_TIMEOUTS)
     urc_timeouts: Mapping[str, float] = field(default_factory=lambda: BASE_URC_TIMEOUTS)
+    expects: Mapping[str, float | None] = field(default_factory=lambda: BASE_EXPECT)
     open_urc_timeout_ip: float | None = None      # BC25: 36 s for an IP literal
     open_urc_timeout_domain: float | None = None  # BC25: 176 s for a domain name
 
     def timeout(self, command_name: str) -> float:
         return self.timeouts.get(command_name, 60.0)
+
+    def expect(self, command_name: str, timeout: float) -> float | None:
+        """Expected response time of `command_name` with deadline `timeout` (None: no probe,
+        the deadline is a flowchart rule); commands not listed are in the "300 ms" class."""
+        value = self.expects.get(command_name, FAST)
+        return None if value is None else min(value, timeout)
 
     def error_name(self, code: int) -> str:
         return self.errors.get(code, f"error_{code}")

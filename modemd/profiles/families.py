@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-from .base import BASE_TIMEOUTS, STANDARD_ERRORS, Profile
+from .base import BASE_EXPECT, BASE_TIMEOUTS, DEADLINE, FAST, STANDARD_ERRORS, Profile
 
 BG95_ERRORS = MappingProxyType({
     **STANDARD_ERRORS,
@@ -56,6 +56,17 @@ BC25_TIMEOUTS = MappingProxyType({
     "AT+QIDNSGIP": 5.0,
     "AT+QNTTP": 5.0,
     "AT+CGACT": 150.0,
+})
+
+# BC25: QIOPEN answers OK within 300 ms (its URC has its own wait), so it is probed like any fast
+# command; QISEND is OK, then SEND OK once the data reached the NB-IoT stack (10 s, like QICLOSE's
+# CLOSE OK, BC §2.1.4 / §2.1.2): the deadline is the expectation. AT+CGACT is the flowchart's
+# activation (150 s, decided by the PDP keeper).
+BC25_EXPECT = MappingProxyType({
+    **BASE_EXPECT,
+    "AT+QIOPEN": FAST,
+    "AT+QISEND": DEADLINE,
+    "AT+CGACT": None,
 })
 
 BG95 = Profile(
@@ -124,6 +135,7 @@ BC25 = Profile(
         'AT+QICFG="showlength",0',
     ),
     timeouts=BC25_TIMEOUTS,
+    expects=BC25_EXPECT,
     open_urc_timeout_ip=36.0,
     open_urc_timeout_domain=176.0,
 )

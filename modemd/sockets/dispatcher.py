@@ -17,7 +17,6 @@ from collections.abc import Callable
 import trio
 
 from ..at.urc import Closed, Incoming, IncomingFull, OpenResult, Recv, Urc
-from .errors import COMMAND_ERROR, ConnectionLost
 from .socket import ModuleSocket
 
 log = logging.getLogger("modemd.sockets")
@@ -85,7 +84,7 @@ class UrcDispatcher:
         self.counts["push_corrupt"] += 1
         sock = self.sockets.get(connect_id)
         if sock is not None:
-            sock.fail(ConnectionLost(COMMAND_ERROR, "pushed data corrupted by line noise"))
+            sock.on_push_corrupt()
 
     def _to_socket(
         self, connect_id: int, kind: str, handler: Callable[[ModuleSocket], None]

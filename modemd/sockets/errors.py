@@ -18,6 +18,9 @@ ACK_TIMEOUT = "ack_timeout"        # flowchart ACK rule: unacked bytes made no p
 COMMAND_ERROR = "command_error"    # QISEND/QIRD answered ERROR on a connected socket
 INVALID_HOST = "invalid_host"      # the host name failed modemd.validate.check_hostname
 REMOTE_CLOSED = "remote_closed"    # the remote closed while data was still being sent to it
+COMMAND_LOST = "command_lost"      # a command was lost on the line and could not be settled
+UPLOAD_UNCERTAIN = "upload_uncertain"  # an uncertain QISEND the module's totals cannot settle
+DOWNLOAD_CORRUPT = "download_corrupt"  # a broken push / QIRD frame, or totals that disagree
 
 
 class SocketError(Exception):

@@ -14,7 +14,7 @@ from typing import Any
 
 import trio
 
-from ..at.channel import AtCommandError, AtError, AtTimeout, ChannelClosed
+from ..at.channel import AtCommandError, AtError, AtTimeout, ChannelClosed, CommandLost
 from ..at.commands import QuectelAt, is_ip_literal
 from ..at.urc import Incoming, IncomingFull
 from ..validate import check_hostname
@@ -22,6 +22,7 @@ from .dispatcher import SUBSCRIBE_BUFFER, UrcDispatcher
 from .errors import (
     CHANNEL_CLOSED,
     COMMAND_ERROR,
+    COMMAND_LOST,
     COMMAND_TIMEOUT,
     CONTEXT_LOST,
     INVALID_HOST,
@@ -35,11 +36,13 @@ from .pool import QUARANTINED, ConnectIdPool
 from .scheduler import TurnScheduler
 from .signal import wait_any
 from .socket import ModuleSocket, SocketEnv, SocketSettings
+from .state import SocketState
 from .stats import SocketStats
 
 log = logging.getLogger("modemd.sockets")
 
 CLOSE_GRACE = 15.0  # s: longest a shielded QICLOSE may hold up a cancelled caller
+QICLOSE_TRIES = 3   # a QICLOSE whose answer was lost is written again (closing twice is harmless)
 LISTEN_HOST = "127.0.0.1"  # manuals: LISTENER / SERVICE sockets are opened at 127.0.0.1
 # Failures that say nothing about the network, so they do not count toward the PDP cycle.
 NOT_OPEN_FAILURES = frozenset({NOT_SERVING, CONTEXT_LOST, CHANNEL_CLOSED, INVALID_HOST})
@@ -115,8 +118,7 @@ class SocketManager:
             if self.pool is None or self.pool.connect_ids != profile.connect_ids:
                 self.pool = ConnectIdPool(profile.connect_ids, self.queue_limit)
             self._env = SocketEnv(
-                at, profile, self.scheduler, self.stats, self.settings, self.link.report_fault,
-                self.close_socket,
+                at, profile, self.scheduler, self.stats, self.settings, self.close_socket,
             )
         if self._dispatch_at is not at and self._nursery is not None:
             self._subscribe(at)
@@ -127,9 +129,9 @@ class SocketManager:
         assert self._nursery is not None
         if self._dispatch_scope is not None:
             self._dispatch_scope.cancel()
-        urcs = at.channel.subscribe(SUBSCRIBE_BUFFER)
-        at.channel.push_sink = self.dispatcher.route_push
-        at.channel.push_corrupt_sink = self.dispatcher.push_corrupt
+        urcs = at.subscribe_sockets(
+            SUBSCRIBE_BUFFER, self.dispatcher.route_push, self.dispatcher.push_corrupt
+        )
         self._dispatch_at = at
         self._dispatch_scope = scope = trio.CancelScope()
         self._nursery.start_soon(self._dispatch, urcs, scope)
@@ -187,18 +189,25 @@ class SocketManager:
         return closed
 
     async def _qiclose(self, at: QuectelAt, connect_id: int) -> bool:
-        """True once the module answered (OK, or ERROR: nothing open there)."""
-        try:
-            await at.qiclose(connect_id)
-            return True
-        except AtCommandError:
-            return True
-        except AtTimeout as exc:
-            self.stats.qiclose_failures += 1
-            self.link.report_fault(f"AT+QICLOSE={connect_id}: {exc}")
-            return False
-        except ChannelClosed:
-            return False
+        """True once the module answered (OK, or ERROR: nothing open there): only then is the
+        ID known to be closed. An answer lost on the line (CommandLost): close it again. A
+        silent module (AtTimeout) was reported by the channel itself: the ID stays quarantined."""
+        for _ in range(QICLOSE_TRIES):
+            try:
+                await at.qiclose(connect_id)
+                return True
+            except AtCommandError:
+                return True
+            except CommandLost as exc:
+                self.stats.commands_lost += 1
+                log.info("AT+QICLOSE=%d: %s; closing it again", connect_id, exc)
+                continue
+            except AtTimeout:
+                break
+            except ChannelClosed:
+                return False
+        self.stats.qiclose_failures += 1
+        return False
 
     # -- open ---------------------------------------------------------------------------------
     async def open_client(
@@ -247,8 +256,7 @@ class SocketManager:
                 msock = await self._reserve(env, context_id, service_type, host, port, local_port)
                 msock.label, msock.local_peer = label, local_peer
                 result = await self._open_on(env, msock)
-                if result == 0:
-                    msock.state = "open"
+                if result == 0:  # on_open_result moved it to OPEN already
                     self._govern(msock)
                     self.stats.opened += 1
                     self.link.report_open(context_id, True)
@@ -320,7 +328,7 @@ class SocketManager:
     async def _qiopen(self, env: SocketEnv, msock: ModuleSocket) -> int:
         push = self._push_capable(env, msock.service_type)
         if push:  # the framing must know before the first push can arrive
-            env.at.channel.set_push(msock.connect_id, True)
+            env.at.set_push(msock.connect_id, True)
             msock.push_capable = msock.pushing = True
         try:
             await env.at.qiopen(
@@ -331,8 +339,10 @@ class SocketManager:
             if exc.code is not None:
                 return exc.code
             raise OpenError(COMMAND_ERROR, f"AT+QIOPEN: {exc.response.final}") from None
-        except AtTimeout as exc:
-            self.link.report_fault(f"AT+QIOPEN: {exc}")
+        except CommandLost as exc:  # maybe executed: _open_failed's QICLOSE undoes it
+            self.stats.commands_lost += 1
+            raise OpenError(COMMAND_LOST, str(exc)) from None
+        except AtTimeout as exc:  # flowchart: no answer in 150 s -> close the connection
             raise OpenError(COMMAND_TIMEOUT, str(exc)) from None
         except ChannelClosed as exc:
             raise OpenError(CHANNEL_CLOSED, str(exc)) from None
@@ -362,11 +372,12 @@ class SocketManager:
         """563: QICLOSE the ID unless the module gave it to an incoming connection meanwhile."""
         assert self.pool is not None
         self.dispatcher.unregister(msock)
-        if self.pool.owner(msock.connect_id) is not msock:
+        if self.pool.owner(msock.connect_id) is not msock or not msock.begin_close():
             return
-        msock.state = "closing"
+        ok = False
         with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
             ok = await self._qiclose(msock.env.at, msock.connect_id)
+        msock.end_close()
         if ok:
             held.append(msock)
         else:
@@ -379,16 +390,15 @@ class SocketManager:
     # -- close --------------------------------------------------------------------------------
     async def close_socket(self, msock: ModuleSocket, *, count: bool = True) -> None:
         """AT+QICLOSE, then free the ID; shielded so a cancelled caller cannot leak the ID."""
-        if msock.state in ("closing", "closed"):
+        if not msock.begin_close():
             return
-        msock.state = "closing"
         msock.governor_scope.cancel()
         ok = False
         if self._same_session(msock):
             with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_GRACE):
                 ok = await self._qiclose(msock.env.at, msock.connect_id)
         if msock.push_capable:
-            msock.env.at.channel.set_push(msock.connect_id, False)
+            msock.env.at.set_push(msock.connect_id, False)
         self.dispatcher.unregister(msock)
         self.scheduler.forget(msock.connect_id)
         assert self.pool is not None
@@ -397,7 +407,7 @@ class SocketManager:
             self.stats.closed += count
         else:
             self.pool.quarantine(msock.connect_id, msock)
-        msock.state = "closed"
+        msock.end_close()
         if count:
             why = f"failed: {msock.failure.detail}" if msock.failure else (
                 "remote closed" if msock.remote_closed else "closed")
@@ -424,7 +434,8 @@ class SocketManager:
             env, listener.context_id if listener else 1, "TCP INCOMING", urc.remote_ip,
             urc.remote_port, lost=listener.lost if listener else None,
         )
-        msock.connect_id, msock.state, msock.server_id = urc.connect_id, "open", urc.server_id
+        msock.connect_id, msock.server_id = urc.connect_id, urc.server_id
+        msock.opened_ok()
         msock.generation = self.link.module_generation
         msock.label = listener.label if listener else ""
         msock.push_capable = self._push_capable(env, "TCP INCOMING")  # buffer mode until drained
@@ -444,9 +455,9 @@ class SocketManager:
         """The module gave away an ID we held: the opener sees 563, an open socket is dead."""
         if not isinstance(previous, ModuleSocket):
             return
-        if previous.state == "opening":
+        if previous.machine.state is SocketState.OPENING:
             previous.on_open_result(env.profile.error_code("socket_id_used") or 563)
-        elif previous.state == "open":
+        elif not previous.closing:
             previous.fail(ConnectionLost(COMMAND_ERROR, "the module reassigned its connect_id"))
 
     def _on_incoming_full(self, urc: IncomingFull) -> None:

@@ -13,6 +13,12 @@ Receiving has two modes (manual: access mode 0 "buffer", 1 "direct push"):
 - buffer: AT+QIRD per chunk, at the pace the local side takes the data (back-pressure). When a read
   finds the module's buffer empty, the local side is keeping up again: back to push (AT+QISWTMD=id,1).
 Nothing else here buffers more than one QISEND chunk or one QIRD answer.
+
+The socket's life cycle is a sans-IO state machine (state.py) that only this class feeds. It talks
+to the module through `QuectelAt` only. A command lost on the line (CommandLost: the module answered
+the channel's probe) is settled, never guessed: an uncertain QISEND with AT+QISEND=id,0 (exactly
+once: `_settle_send`), a lost QIRD answer with AT+QIRD=id,0 (read again or reset), queries and
+QISWTMD are simply repeated. A silent module (AtTimeout) ends the socket; the channel reports it.
 """
 
 from __future__ import annotations
@@ -25,20 +31,37 @@ from typing import Any
 
 import trio
 
-from ..at.channel import AtCommandError, AtSkipped, AtTimeout, ChannelClosed
+from ..at.channel import (
+    AtCommandError,
+    AtSkipped,
+    AtTimeout,
+    ChannelClosed,
+    CommandLost,
+)
 from ..at.commands import QuectelAt, ReadResult
 from ..profiles import Profile
 from .errors import (
     ACK_TIMEOUT,
     CHANNEL_CLOSED,
     COMMAND_ERROR,
+    COMMAND_LOST,
     COMMAND_TIMEOUT,
+    DOWNLOAD_CORRUPT,
+    UPLOAD_UNCERTAIN,
     ConnectionLost,
     RemoteClosed,
     SocketError,
 )
 from .scheduler import TurnScheduler
 from .signal import Signal
+from .state import (
+    Event,
+    SendVerdict,
+    SocketMachine,
+    SocketState,
+    download_check,
+    send_verdict,
+)
 from .stats import SocketStats
 
 STREAM_TYPES = frozenset({"TCP", "TCP INCOMING"})
@@ -49,7 +72,7 @@ SEND_BACKOFF = (0.005, 1.0)   # SEND FAIL: the module's send buffer is full; ret
 ACK_BACKOFF = (0.005, 1.0)    # unacked window full: poll AT+QISEND=id,0 from 5 ms to 1 s
 SEND_ERROR_RETRIES = 3        # QISEND ERROR on a socket that did not report "closed"
 PIPELINE = 2                  # QISENDs one socket keeps queued: the next is written at SEND OK
-SEND_OK = frozenset({"SEND OK"})
+LOST_RETRIES = 2              # an idempotent command (a query, QISWTMD) lost on the line: again
 INCOMING_BACKLOG = 16         # accepted module connections waiting for the proxy
 PUSH_HIGH = 64 * 1024         # pushed bytes the local side has not taken: above this, buffer mode
 LAG_CONFIRM = 0.01            # s the queue must stay above PUSH_HIGH (not a burst from one read)
@@ -57,6 +80,19 @@ FAST_CONSUMER = 0.002         # s from handing data over to the next receive(): 
 FAST_STREAK = 4               # ... this many times in a row: push again
 
 EMPTY = ReadResult(b"")
+
+
+@dataclass(frozen=True)
+class Uncertain:
+    """A QISEND whose outcome the host does not know (see `_settle_send`)."""
+
+    detail: str
+    error: bool = False    # the module answered ERROR
+    written: bool = True   # the payload may have reached the module
+    junk: bool = False     # the channel completed the data phase with filler: reset
+
+
+SendOutcome = str | Uncertain  # "SEND OK" | "SEND FAIL" | Uncertain
 
 
 @dataclass(frozen=True)
@@ -77,7 +113,6 @@ class SocketEnv:
     scheduler: TurnScheduler
     stats: SocketStats
     settings: SocketSettings
-    report_fault: Callable[[str], None]
     closer: Callable[[ModuleSocket], Awaitable[None]]
 
 
@@ -94,7 +129,7 @@ class ModuleSocket:
         self.service_type = service_type
         self.host, self.port, self.local_port = host, port, local_port
         self.lost = lost if lost is not None else trio.Event()
-        self.state = "opening"  # opening | open | closing | closed
+        self.machine = SocketMachine()  # the life cycle (state.py); changed only by this class
         self.created = trio.current_time()
         self.label = ""        # forward / listener name, for connections()
         self.local_peer = ""   # the local client, for connections()
@@ -105,14 +140,12 @@ class ModuleSocket:
         self.acked = 0
         self.unacked = 0
         self.send_fail = 0
-        self.remote_closed = False
         self.failure: SocketError | None = None
         self.failed = trio.Event()
         self.open_result: int | None = None
         self.opened = trio.Event()
         self._rx = Signal()
-        self._rx_more = False
-        self._eof = False
+        self._rx_more = False  # the last read found data: read again before waiting
         # direct push (see the module docstring)
         self.push_capable = False  # a TCP stream the module may push for (set by the manager)
         self.pushing = False       # the module's mode for this socket, as its last OK said
@@ -129,6 +162,36 @@ class ModuleSocket:
 
     def __repr__(self) -> str:
         return f"<ModuleSocket {self.connect_id} {self.service_type} {self.remote} {self.state}>"
+
+    # -- the state machine (state.py): only these methods change it -------------------------------
+    @property
+    def state(self) -> str:
+        """As `modemctl connections` shows it (opening, open, remote_closed, closing, closed)."""
+        return self.machine.label()
+
+    @property
+    def remote_closed(self) -> bool:
+        return self.machine.remote_closed
+
+    @property
+    def closing(self) -> bool:
+        """AT+QICLOSE was written (or has ended): no more commands for this connect_id."""
+        return self.machine.closing
+
+    def opened_ok(self) -> None:
+        """+QIOPEN: id,0, or an incoming connection accepted."""
+        self.machine.handle(Event.OPENED)
+
+    def begin_close(self) -> bool:
+        """About to write AT+QICLOSE; False when a close already began (do not close twice)."""
+        if self.machine.closing:
+            return False
+        self.machine.handle(Event.CLOSE)
+        return True
+
+    def end_close(self) -> None:
+        """AT+QICLOSE ended (answered, or given up and the connect_id quarantined)."""
+        self.machine.handle(Event.CLOSED)
 
     @property
     def remote(self) -> str:
@@ -149,7 +212,10 @@ class ModuleSocket:
         self._rx.set()
 
     def on_push(self, data: bytes) -> None:
-        """Direct push: the payload of a `+QIURC: "recv",id,len` (kept in order, never dropped)."""
+        """Direct push: the payload of a `+QIURC: "recv",id,len` (kept in order, never dropped
+        unless an earlier frame broke: nothing after a hole is delivered)."""
+        if self.failure is not None and self.failure.reason == DOWNLOAD_CORRUPT:
+            return
         self._pushed.append(data)
         size = len(data)
         self.pushed_bytes += size
@@ -163,13 +229,17 @@ class ModuleSocket:
             self._lagging.set()
 
     def on_closed(self) -> None:
-        if self.state in ("closing", "closed"):
-            return  # the echo of our own QICLOSE (RG500U close/mode=1)
-        self.remote_closed = True
-        self._rx.set()
+        if self.machine.state is SocketState.OPENING:
+            return  # not ours yet: a stale URC for this connect_id
+        closing = self.machine.closing  # then it is the echo of our own QICLOSE (RG500U)
+        self.machine.handle(Event.REMOTE_CLOSE)
+        if not closing:
+            self._rx.set()
 
     def on_open_result(self, result: int) -> None:
         self.open_result = result
+        if result == 0 and self.machine.state is SocketState.OPENING:
+            self.machine.handle(Event.OPENED)  # now, so a "closed" right behind it is not lost
         self.opened.set()
 
     def offer(self, incoming: ModuleSocket) -> bool:
@@ -185,25 +255,53 @@ class ModuleSocket:
         if self.failure is None:
             self.failure = error
             self.env.stats.lost[error.reason] += 1
+        self.machine.handle(Event.FAIL)
         self.failed.set()
         self._rx.set()
         return error
 
     # -- commands -----------------------------------------------------------------------------
-    async def _run(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-        """Run one AT helper; deadline and channel failures end the socket (and are reported)."""
-        try:
-            return await fn(*args)
-        except AtTimeout as exc:
-            self.env.report_fault(f"connect_id {self.connect_id}: {exc}")
-            raise self.fail(ConnectionLost(COMMAND_TIMEOUT, str(exc))) from None
-        except ChannelClosed as exc:
-            raise self.fail(ConnectionLost(CHANNEL_CLOSED, str(exc))) from None
+    async def _run(self, fn: Callable[..., Awaitable[Any]], *args: Any, lost: str = "fail") -> Any:
+        """Run one AT helper. A silent module (AtTimeout: the channel has told the supervisor)
+        and a closed channel end the socket. A command lost on the line (CommandLost: the module
+        is alive): lost="retry" runs it again (idempotent commands: queries, QISWTMD),
+        lost="raise" hands it to the caller (QISEND, QIRD: they reconcile), else the socket ends.
+        """
+        attempt = 0
+        while True:
+            try:
+                return await fn(*args)
+            except CommandLost as exc:
+                self.env.stats.commands_lost += 1
+                if lost == "raise":
+                    raise
+                if lost == "retry" and attempt < LOST_RETRIES:
+                    attempt += 1
+                    continue
+                raise self.fail(ConnectionLost(COMMAND_LOST, str(exc))) from None
+            except AtTimeout as exc:
+                raise self.fail(ConnectionLost(COMMAND_TIMEOUT, str(exc))) from None
+            except ChannelClosed as exc:
+                # also AtModuleReset: the module rebooted, its connections died with it. No
+                # AT+QISEND=id,0 then: it would only answer ERROR, or be taken for silence
+                # while the module boots
+                raise self.fail(ConnectionLost(CHANNEL_CLOSED, str(exc))) from None
 
     def _command_error(self, exc: AtCommandError) -> SocketError:
-        if self.remote_closed and not exc.response.corrupt:  # a corrupt read is never an EOF
+        if exc.response.corrupt:  # a broken frame is never an EOF
+            return self._corrupt(f"{exc.response.command.name}: payload framing broken")
+        if self.remote_closed:
             return RemoteClosed(f"{exc.response.command.name} after remote close")
         return self.fail(ConnectionLost(COMMAND_ERROR, str(exc), exc.code))
+
+    def _corrupt(self, detail: str) -> SocketError:
+        """Downloaded bytes cannot be trusted (a broken frame, totals that disagree): the local
+        client gets a reset, never a clean EOF or wrong bytes."""
+        return self.fail(ConnectionLost(DOWNLOAD_CORRUPT, detail))
+
+    def on_push_corrupt(self) -> None:
+        """A push frame for this socket broke (the channel's push_corrupt_sink)."""
+        self.fail(ConnectionLost(DOWNLOAD_CORRUPT, "pushed data corrupted by line noise"))
 
     # -- receive path -------------------------------------------------------------------------
     async def receive(self) -> bytes:
@@ -225,7 +323,9 @@ class ModuleSocket:
         while True:
             if self._pushed:
                 return ReadResult(self._take_pushed())
-            if self._eof:
+            if self.failure is not None and self.failure.reason == DOWNLOAD_CORRUPT:
+                raise self.failure  # nothing after a hole in the stream
+            if self.machine.eof or (self.closing and self.remote_closed):
                 return EMPTY
             if self.pushing:
                 if self.remote_closed:
@@ -263,8 +363,8 @@ class ModuleSocket:
 
     def _may_push(self) -> bool:
         return (
-            self.push_capable and not self.remote_closed and self.failure is None
-            and self.state == "open" and self.env.settings.direct_push
+            self.push_capable and self.machine.state is SocketState.OPEN
+            and self.env.settings.direct_push
         )
 
     async def _switch_mode(self, push: bool, *, final: bool = False) -> None:
@@ -274,9 +374,10 @@ class ModuleSocket:
             if self.pushing == push:
                 return
             if push:
-                self.env.at.channel.set_push(self.connect_id, True)
+                self.env.at.set_push(self.connect_id, True)
             try:
-                await self._run(self.env.at.qiswtmd, self.connect_id, 1 if push else 0)
+                await self._run(self.env.at.qiswtmd, self.connect_id, 1 if push else 0,
+                                lost="retry")
             except AtCommandError:
                 if push:
                     self.push_capable = False  # refused: this socket stays in buffer mode
@@ -314,8 +415,41 @@ class ModuleSocket:
         result = await self._read_once()
         self._rx_more = bool(result.data)
         if not result.data and closed_before:
-            self._eof = True
+            state = self.machine.state
+            if state is SocketState.REMOTE_CLOSED:
+                await self._check_totals(at_eof=True)  # every byte arrived: then a clean EOF
+                self.machine.handle(Event.EOF)
+            elif state is SocketState.FAILED and self.failure is not None:
+                raise self.failure
         return result
+
+    @property
+    def _has_totals(self) -> bool:
+        return self.env.profile.has_read_totals and self.service_type in STREAM_TYPES
+
+    async def _read_totals(self) -> Any:
+        """AT+QIRD=id,0 (a background turn); None when the module cannot answer it now."""
+        try:
+            async with self.env.scheduler.turn(self.connect_id, background=True):
+                return await self._run(self.env.at.qird_totals, self.connect_id, lost="retry")
+        except AtCommandError as exc:
+            error = self._command_error(exc)
+            if isinstance(error, RemoteClosed):
+                return None
+            raise error from None
+
+    async def _check_totals(self, *, at_eof: bool = False) -> Any:
+        """Cross-check AT+QIRD=id,0 against what this socket delivered (buffer mode only: in
+        push mode pushed bytes may still be on their way). A mismatch resets the connection."""
+        if not self._has_totals or self.pushing:
+            return None
+        totals = await self._read_totals()
+        if totals is None:
+            return None
+        check = download_check(self.bytes_received, totals.total, totals.unread, at_eof=at_eof)
+        if not check.ok:
+            raise self._corrupt(f"AT+QIRD={self.connect_id},0 disagrees: {check.detail}")
+        return totals
 
     async def _wait_readable(self) -> ReadResult | None:
         """Wait for a recv URC; after `reconcile_interval` without one, poll once (lost URC)."""
@@ -327,16 +461,9 @@ class ModuleSocket:
     async def _reconcile(self) -> ReadResult | None:
         stats = self.env.stats
         stats.reconcile_polls += 1
-        if self.env.profile.has_read_totals and self.service_type in STREAM_TYPES:
-            try:
-                async with self.env.scheduler.turn(self.connect_id, background=True):
-                    totals = await self._run(self.env.at.qird_totals, self.connect_id)
-            except AtCommandError as exc:
-                error = self._command_error(exc)
-                if isinstance(error, RemoteClosed):
-                    return None  # the caller drains what is left and reports EOF
-                raise error from None
-            if totals.unread > 0:
+        if self._has_totals:
+            totals = await self._check_totals()
+            if totals is not None and totals.unread > 0:
                 stats.reconcile_recoveries += 1
                 self._rx.set()
             return None
@@ -350,17 +477,45 @@ class ModuleSocket:
     async def _read_once(self) -> ReadResult:
         length = None if self.is_datagram else self.env.profile.max_read
         async with self.env.scheduler.turn(self.connect_id):
-            try:
-                result = await self._run(self.env.at.qird, self.connect_id, length)
-            except AtCommandError as exc:
-                error = self._command_error(exc)
-                if isinstance(error, RemoteClosed):
-                    return EMPTY
-                raise error from None
+            attempt = 0
+            while True:
+                try:
+                    result = await self._run(self.env.at.qird, self.connect_id, length,
+                                             lost="raise")
+                except CommandLost as exc:
+                    # its answer may have been consumed by the module and lost on the line
+                    attempt += 1
+                    await self._after_lost_read(str(exc), attempt)
+                    continue
+                except AtCommandError as exc:
+                    error = self._command_error(exc)
+                    if isinstance(error, RemoteClosed):
+                        return EMPTY
+                    raise error from None
+                if result.header:
+                    break
+                attempt += 1  # OK without its +QIRD line: a payload may have gone with it
+                await self._after_lost_read("AT+QIRD: answered without its +QIRD line", attempt)
         size = len(result.data)
         self.bytes_received += size
         self.env.stats.bytes_received += size
         return result
+
+    async def _after_lost_read(self, why: str, attempt: int) -> None:
+        """A QIRD got no (whole) answer: read again only if the module handed nothing out."""
+        if self.is_datagram and attempt <= LOST_RETRIES:
+            return  # at worst one datagram is lost, as UDP may lose it: never a wrong byte
+        if not self._has_totals or attempt > LOST_RETRIES:
+            raise self._corrupt(f"{why}; what the module handed out is unknown")
+        try:
+            totals = await self._run(self.env.at.qird_totals, self.connect_id, lost="retry")
+        except AtCommandError:
+            raise self._corrupt(f"{why}; AT+QIRD={self.connect_id},0 failed: what the module "
+                                "handed out is unknown") from None
+        check = download_check(self.bytes_received, totals.total, totals.unread)
+        if not check.ok:
+            raise self._corrupt(f"{why}; {check.detail}")
+        self.env.stats.reads_retried += 1
 
     # -- send path ----------------------------------------------------------------------------
     async def send(self, data: bytes, more: Callable[[], bytes | None] | None = None) -> None:
@@ -369,18 +524,18 @@ class ModuleSocket:
         Pipelined: while one QISEND runs, the next waits in the AT channel, guarded by the first
         one's SEND OK, so the channel writes it the moment SEND OK is parsed (one command at a
         time on the line, as the manual requires, but no task switch round trip in between). A
-        chunk that is not answered SEND OK goes through `_send_chunk`'s retries; the chunks
-        queued behind it are never written before it. `more()` gives the bytes the local side
-        already has (None: nothing yet); they join the pipeline, so the line does not idle
-        between two reads of the client."""
+        chunk that is not answered SEND OK goes through `_send_chunk` (SEND FAIL back-off, the
+        exactly-once reconcile of an uncertain one); the chunks queued behind it are never
+        written before it. `more()` gives the bytes the local side already has (None: nothing
+        yet); they join the pipeline, so the line does not idle between two reads of the client."""
         chunks: deque[bytes] = deque()
         self._split(chunks, data)
         while chunks or (more is not None and self._refill(chunks, more)):
-            failed, final = await self._send_pipelined(chunks, more)
+            failed, outcome = await self._send_pipelined(chunks, more)
             if failed is None and chunks:
                 failed = chunks.popleft()  # nothing could be queued (the remote closed)
             if failed is not None:
-                await self._send_chunk(failed, None, final)
+                await self._send_chunk(failed, None, outcome)
 
     def _split(self, chunks: deque[bytes], data: bytes) -> None:
         step = self.env.profile.max_send
@@ -396,10 +551,14 @@ class ModuleSocket:
 
     async def _send_pipelined(
         self, chunks: deque[bytes], more: Callable[[], bytes | None] | None
-    ) -> tuple[bytes | None, str | None]:
+    ) -> tuple[bytes | None, SendOutcome | None]:
         """QISEND `chunks` (and what `more` adds) in order, PIPELINE at a time, taking each chunk
-        off the deque once it got SEND OK: (the first chunk that did not, its final or None when
-        it was not answered) or (None, None) when the deque ran empty."""
+        off the deque once it got SEND OK: (the first chunk that did not, its outcome, None when
+        it was never written) or (None, None) when the deque ran empty.
+
+        Exactly-once rests on this: a chunk is queued behind the one in flight and written only
+        if that one got SEND OK, so at most one chunk is ever uncertain, and `bytes_sent` (the
+        SEND OK bytes) is what the module has from this connection before it."""
         at, scheduler = self.env.at, self.env.scheduler
         pending: deque[tuple[Any, bytes]] = deque()
         try:
@@ -413,9 +572,8 @@ class ModuleSocket:
                         break  # never wait for a second slot while holding one
                     chunk = chunks.popleft()
                     try:
-                        request = at.channel.submit(
-                            at.send_command(self.connect_id, chunk),
-                            after=pending[-1][0] if pending else None, after_ok=SEND_OK,
+                        request = at.submit_send(
+                            self.connect_id, chunk, after=pending[-1][0] if pending else None
                         )
                     except BaseException as exc:
                         chunks.appendleft(chunk)
@@ -428,21 +586,38 @@ class ModuleSocket:
                     return None, None
                 request, chunk = pending.popleft()
                 try:
-                    response = await self._run(partial(at.channel.wait, request, check=False))
+                    outcome = await self._send_outcome(partial(at.wait_send, request))
                 except AtSkipped:
                     return chunk, None
                 finally:
                     scheduler.release()
-                if response.final not in SEND_OK or response.corrupt:
-                    return chunk, "ERROR" if response.error else response.final
-                self.bytes_sent += len(chunk)
-                self.env.stats.bytes_sent += len(chunk)
+                if outcome != "SEND OK":
+                    return chunk, outcome
+                self._sent(chunk)
         finally:
             while pending:  # queued behind a chunk that failed: never written; back, in order
                 request, chunk = pending.pop()
-                request.withdrawn = True
+                at.withdraw(request)
                 scheduler.release()
                 chunks.appendleft(chunk)
+
+    async def _send_outcome(self, wait: Callable[[], Awaitable[Any]]) -> SendOutcome:
+        """What one QISEND's answer says: "SEND OK", "SEND FAIL" (certain) or Uncertain."""
+        try:
+            response = await self._run(wait, lost="raise")
+        except CommandLost as exc:
+            return Uncertain(str(exc), written=exc.data_written, junk=exc.junk)
+        if response.corrupt:
+            return Uncertain(f"{response.command.name}: answer garbled")
+        if response.error:
+            return Uncertain(f"{response.command.name}: {response.final}", error=True)
+        if response.final in ("SEND OK", "SEND FAIL"):
+            return response.final
+        return Uncertain(f"{response.command.name}: unexpected final {response.final!r}")
+
+    def _sent(self, chunk: bytes) -> None:
+        self.bytes_sent += len(chunk)
+        self.env.stats.bytes_sent += len(chunk)
 
     async def send_datagram(self, data: bytes, remote: tuple[str, int] | None = None) -> None:
         """One datagram, one QISEND (boundaries kept); `remote` for UDP SERVICE replies."""
@@ -451,50 +626,90 @@ class ModuleSocket:
         await self._send_chunk(data, remote)
 
     async def _send_chunk(
-        self, chunk: bytes, remote: tuple[str, int] | None, first: str | None = None
+        self, chunk: bytes, remote: tuple[str, int] | None, first: SendOutcome | None = None
     ) -> None:
-        """SEND FAIL is back-pressure: wait and retry, never an error for the client. `first`:
-        the module already answered this chunk so ("SEND FAIL" / "ERROR", from the pipeline)."""
+        """SEND FAIL is back-pressure: wait and retry, never an error for the client. An
+        uncertain QISEND is settled with the module (`_settle_send`) before anything is sent
+        again. `first`: the module already answered this chunk so (from the pipeline)."""
         delay = SEND_BACKOFF[0]
         errors = 0
         while True:
             if first is not None:
-                if first == "ERROR" and self.remote_closed:
-                    raise RemoteClosed("AT+QISEND after remote close")
-                ok: bool | None = None if first == "ERROR" else False
-                first = None
+                outcome, first = first, None
             else:
                 if self.remote_closed:
                     raise RemoteClosed()
                 async with self.env.scheduler.turn(self.connect_id):
-                    try:
-                        ok = await self._run(self.env.at.qisend, self.connect_id, chunk, remote)
-                    except AtCommandError:
-                        if self.remote_closed:
-                            raise RemoteClosed("AT+QISEND after remote close") from None
-                        ok = None
-            if ok:
-                self.bytes_sent += len(chunk)
-                self.env.stats.bytes_sent += len(chunk)
+                    outcome = await self._send_outcome(
+                        partial(self.env.at.wait_send,
+                                self.env.at.submit_send(self.connect_id, chunk, remote))
+                    )
+            if outcome == "SEND OK":
+                self._sent(chunk)
                 return
-            if ok is None:
-                errors += 1
-                self.env.stats.send_retries_error += 1
-                if errors > SEND_ERROR_RETRIES:
-                    raise self.fail(ConnectionLost(COMMAND_ERROR, "AT+QISEND kept answering ERROR"))
-            else:
+            if outcome == "SEND FAIL":
                 errors = 0  # the module took the command: only ERRORs in a row are fatal
                 self.send_fail += 1
                 self.env.stats.send_fail += 1
+            else:
+                assert isinstance(outcome, Uncertain)
+                if outcome.error:
+                    if self.remote_closed:
+                        raise RemoteClosed("AT+QISEND after remote close")
+                    errors += 1
+                    self.env.stats.send_retries_error += 1
+                    if errors > SEND_ERROR_RETRIES:
+                        raise self.fail(
+                            ConnectionLost(COMMAND_ERROR, "AT+QISEND kept answering ERROR"))
+                if await self._settle_send(chunk, outcome):
+                    self._sent(chunk)
+                    return
+                if not outcome.error:
+                    continue  # lost on the line: send it again at once
             await trio.sleep(delay)
             delay = min(delay * 2, SEND_BACKOFF[1])
+
+    async def _settle_send(self, chunk: bytes, outcome: Uncertain) -> bool:
+        """Exactly-once: does the module have this uncertain chunk? True: it has all of it (go
+        on with the next); False: none of it (send it again). Anything else resets the
+        connection: the client sees a reset, modemd never guesses."""
+        self.env.stats.sends_uncertain += 1
+        if outcome.junk:
+            raise self.fail(ConnectionLost(UPLOAD_UNCERTAIN, f"{outcome.detail}; the data "
+                                           "phase was completed with filler"))
+        if self.is_datagram:
+            # ERROR / nothing written: not sent. Maybe sent: dropped (UDP may lose a datagram,
+            # it must never double one)
+            return outcome.written and not outcome.error
+        if not self.env.profile.has_ack_query:
+            raise self.fail(ConnectionLost(
+                UPLOAD_UNCERTAIN,
+                f"{outcome.detail}; {self.env.profile.name} cannot say what the module has",
+            ))
+        try:
+            async with self.env.scheduler.turn(self.connect_id):
+                ack = await self._run(self.env.at.qisend_ack, self.connect_id, lost="retry")
+        except AtCommandError as exc:
+            raise self._command_error(exc) from None
+        self.acked, self.unacked = ack.acked, ack.unacked
+        verdict = send_verdict(self.bytes_sent, len(chunk), ack.total)
+        if verdict is SendVerdict.INCONSISTENT:
+            raise self.fail(ConnectionLost(UPLOAD_UNCERTAIN, (
+                f"{outcome.detail}; total_send_length {ack.total} after {self.bytes_sent} sent "
+                f"and a {len(chunk)}-byte chunk"
+            )))
+        if verdict is SendVerdict.TAKEN:
+            self.env.stats.sends_settled_taken += 1
+            return True
+        self.env.stats.sends_resent += 1
+        return False
 
     async def query_ack(self) -> None:
         """AT+QISEND=id,0: what the remote has acknowledged (a background turn: bookkeeping
         must not queue ahead of other sockets' data)."""
         try:
             async with self.env.scheduler.turn(self.connect_id, background=True):
-                ack = await self._run(self.env.at.qisend_ack, self.connect_id)
+                ack = await self._run(self.env.at.qisend_ack, self.connect_id, lost="retry")
         except AtCommandError as exc:
             raise self._command_error(exc) from None
         self.acked, self.unacked = ack.acked, ack.unacked
@@ -577,5 +792,5 @@ class ModuleSocket:
             "unacked": self.unacked,
             "send_fail": self.send_fail,
             "age": round(now - self.created, 3),
-            "state": "remote_closed" if self.remote_closed and self.state == "open" else self.state,
+            "state": self.state,
         }

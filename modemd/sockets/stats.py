@@ -29,3 +29,9 @@ class SocketStats:
     bytes_received: int = 0              # from the module (QIRD and direct push)
     bytes_pushed: int = 0                # ... of which came as direct push
     mode_switches: int = 0               # AT+QISWTMD push <-> buffer (a lagging local reader)
+    commands_lost: int = 0               # CommandLost on a socket command (the module answered
+    #                                      the channel's probe): retried, settled or reset
+    sends_uncertain: int = 0             # QISENDs whose outcome was unknown (lost, ERROR, garbled)
+    sends_settled_taken: int = 0         # ... the module had them (AT+QISEND=id,0): not resent
+    sends_resent: int = 0                # ... the module did not have them: sent again
+    reads_retried: int = 0               # lost QIRD answers the totals showed unconsumed: re-read

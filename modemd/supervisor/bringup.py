@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ..at.channel import AtCommandError, AtModuleReset, AtTimeout, ChannelClosed
+from ..at.channel import AtCommandError, AtModuleReset, ChannelClosed, CommandLost
 from ..at.commands import QuectelAt
 from ..at.urc import after_prefix, split_fields, to_int
 from .states import RebootNeeded, State
@@ -23,24 +23,40 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("modemd.supervisor")
 
 REGISTERED = (1, 5)  # home network, roaming
+LOST_RETRIES = 3     # a step whose command was lost on the line is asked again this often
 
 
 async def query(at: QuectelAt, text: str, prefix: str, timeout: float) -> list[list[str]]:
-    """The fields of each `prefix` line of a read command, with a short deadline."""
-    resp = await at.run(text, prefix=prefix, timeout=timeout)
-    return [split_fields(after_prefix(line)) for line in resp.lines]
+    """The fields of each `prefix` line of a read command, with a short deadline. A command lost
+    on the line (the module answered the channel's probe) is asked again: a single lost
+    AT+CREG? costs seconds, never a reboot."""
+    for attempt in range(LOST_RETRIES):
+        try:
+            resp = await at.run(text, prefix=prefix, timeout=timeout)
+            return [split_fields(after_prefix(line)) for line in resp.lines]
+        except CommandLost:
+            if attempt == LOST_RETRIES - 1:
+                raise
+            log.warning("%s lost on the line: asking again", text)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def setting(at: QuectelAt, text: str) -> bool:
     """A start-up setting; an ERROR is logged, not fatal (the family may lack the option)."""
     name = text.split("=", 1)[0].split("?", 1)[0]
     prefix = name[2:] + ":" if name.startswith("AT+") else None  # e.g. +QICFG: echoes the value
-    try:
-        await at.run(text, prefix=prefix)
-        return True
-    except AtCommandError as exc:
-        log.warning("start-up setting %s refused: %s", text, exc.response.final)
-        return False
+    for attempt in range(LOST_RETRIES):
+        try:
+            await at.run(text, prefix=prefix)
+            return True
+        except AtCommandError as exc:
+            log.warning("start-up setting %s refused: %s", text, exc.response.final)
+            return False
+        except CommandLost:
+            if attempt == LOST_RETRIES - 1:
+                raise
+            log.warning("start-up setting %s lost on the line: asking again", text)
+    return False  # pragma: no cover
 
 
 # -- power on / RDY ----------------------------------------------------------------------------
@@ -59,12 +75,8 @@ async def wait_ready(sup: Supervisor, timeout: float, since: int) -> str | None:
                 return None
             changed = sup.boot_event
             try:
-                await sup.at.at(timeout=t.probe_timeout)
-                return "answered"
-            except AtCommandError:
-                return "answered"  # an ERROR is an answer too
-            except AtTimeout:
-                pass
+                if await sup.at.probe(t.probe_timeout):  # an ERROR is an answer too
+                    return "answered"
             except AtModuleReset:
                 pass  # RDY arrived with the probe in flight: the boot check below sees it
             except ChannelClosed:
@@ -113,7 +125,8 @@ async def power_on(sup: Supervisor) -> None:
 async def init(sup: Supervisor) -> None:
     """ATE0, CMEE, identification, QISDE=0, the family's QICFG settings, close stale sockets."""
     sup.enter(State.INIT, 180.0)
-    await setting(sup.at, "ATE0")
+    if await setting(sup.at, "ATE0"):
+        sup.at.echo_disabled()  # an echo from now on: the module restarted unseen (A3)
     await setting(sup.at, "AT+CMEE=1")
     await sup.identify()
     at, profile = sup.at, sup.profile

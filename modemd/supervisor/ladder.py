@@ -1,6 +1,12 @@
 """The reboot ladder: each step has its own success check and budget, and every step is recorded.
 
-1. resync        `AT` up to `resync_attempts` times (modem.health_timeout each)  -> answered?
+The ladder starts at the bottom and a successful step ends it. When the AT channel found the module
+silent, the supervisor runs step 1 alone first (`resync_outcome`): a module that answers is alive and
+the ladder ends there (no reboot, no back-off, sockets stay). Only a module that stays silent goes on
+to step 3 (`run(resynced=True)`: QPOWD is pointless, nothing would answer it). A flowchart rule that
+says "reboot the module" runs the whole ladder: resync decides whether QPOWD can be asked for.
+
+1. resync        `AT` probes up to `resync_attempts` times (probe_timeout each)   -> answered?
 2. qpowd         `AT+QPOWD=1`, wait for `POWERED DOWN` (powered_down_timeout)    -> powered down?
    (software only, power.backend = none: `AT+CFUN=1,1` instead, then wait for RDY: a module that
    was switched off by QPOWD could not be switched on again)
@@ -36,6 +42,8 @@ log = logging.getLogger("modemd.supervisor")
 READY = "ready"
 PORT_LOST = "port_lost"
 FAILED = "failed"
+ALIVE = "alive"   # the resync probe was answered: nothing to reboot
+RESET = "reset"   # RDY during the resync: the module rebooted by itself
 
 
 @dataclass(frozen=True)
@@ -71,23 +79,28 @@ class Ladder:
 
     # -- steps ------------------------------------------------------------------------------------
     async def resync(self) -> bool:
+        return await self.resync_outcome() in (ALIVE, RESET)
+
+    async def resync_outcome(self) -> str:
+        """ALIVE, RESET, PORT_LOST or FAILED (every probe unanswered)."""
         sup = self.sup
-        timeout = sup.cfg.modem.health_timeout
+        timeout = sup.timings.probe_timeout
         attempts = sup.timings.resync_attempts
-        started = self._enter("AT resync", attempts * timeout)
+        self.sup.enter(State.RECOVERING, attempts * timeout, "AT resync")
+        started = trio.current_time()
         for _ in range(attempts):
             try:
-                await sup.at.at(timeout=timeout)
-                return self._record("resync", True, started)
-            except AtCommandError:
-                return self._record("resync", True, started, "answered ERROR")
-            except AtTimeout:
-                continue
+                if await sup.at.probe(timeout):
+                    self._record("resync", True, started)
+                    return ALIVE
             except AtModuleReset:
-                return self._record("resync", True, started, "the module reset itself (RDY)")
+                self._record("resync", True, started, "the module reset itself (RDY)")
+                return RESET
             except ChannelClosed:
-                return self._record("resync", False, started, "serial port gone")
-        return self._record("resync", False, started, f"{attempts} x AT unanswered")
+                self._record("resync", False, started, "serial port gone")
+                return PORT_LOST
+        self._record("resync", False, started, f"{attempts} x AT unanswered")
+        return FAILED
 
     async def qpowd(self) -> bool:
         sup = self.sup
@@ -157,12 +170,13 @@ class Ladder:
         return FAILED
 
     # -- the whole ladder ---------------------------------------------------------------------------
-    async def run(self) -> str:
-        """READY (the module booted), PORT_LOST (reopen the tty, then wait) or FAILED."""
+    async def run(self, *, resynced: bool = False) -> str:
+        """READY (the module booted), PORT_LOST (reopen the tty, then wait) or FAILED.
+        `resynced`: the supervisor's resync just found the module silent (no second one)."""
         sup, power = self.sup, self.sup.power
         hardware = power.has_supply or power.has_pwrkey
         answered = False
-        if sup.port_lost is None:
+        if sup.port_lost is None and not resynced:
             answered = await self.resync()
         if not hardware:
             if not answered:

@@ -105,7 +105,8 @@ class Timings:
     deactivation_failures: int = 3        # flowchart: failing to deactivate 3 times -> reboot
     deactivation_retry_delay: float = 1.0
     pdp_check_interval: float = 60.0      # AT+QIACT? while serving
-    resync_attempts: int = 3              # ladder step 1: AT, each with modem.health_timeout
+    resync_attempts: int = 2              # ladder step 1: AT probes, each probe_timeout (the
+                                          # channel's own probe series came first)
     powered_down_timeout: float = 15.0    # ladder step 2: POWERED DOWN after AT+QPOWD=1
     port_poll: float = 0.5                # first look for a missing tty, growing x1.5 ...
     port_poll_max: float = 5.0            # ... up to this period
@@ -126,5 +127,8 @@ class RebootNeeded(Exception):
 class Trouble:
     """Why the current phase of the module's life ended."""
 
-    kind: str      # "reboot" | "reset" (the module rebooted by itself) | "port_lost"
+    # "reboot" (a flowchart rule) | "reset" (the module rebooted by itself: RDY, an echo while ATE0
+    # is in effect) | "silent" (the channel's probe series went unanswered: resync first) | "lost"
+    # (a command of ours was lost, the module answered the probe: ask again) | "port_lost"
+    kind: str
     reason: str

@@ -2,12 +2,21 @@
 
 Structure (all trio tasks under `run`):
 
-    run ─┬─ link watchers (faults -> reboot, cycle requests -> PDP cycle), health loop
+    run ─┬─ link watcher (cycle requests -> PDP cycle), health loop
          └─ per open port: session ─┬─ channel task (AtChannel.run + URC watcher), replaced on
                                      │  every reboot / module reset so no stale command blocks it
                                      └─ life: bring-up -> serving, guarded by a cancel scope that
                                         any "trouble" (reboot rule, unsolicited RDY / POWERED DOWN,
-                                        port lost) cancels; then reset / back-off + ladder / reopen
+                                        an echo while ATE0 is in effect, the channel's silence
+                                        report, port lost) cancels; then resync / reset /
+                                        back-off + ladder / reopen
+
+Recovery is proportionate. A command lost on the line is the channel's business (CommandLost to its
+caller; during bring-up the step is asked again within its flowchart budget). The one route for
+command timeouts is the channel's silence report (its probe series went unanswered): the supervisor
+then probes again (resync). A module that answers is alive: nothing is rebooted, sockets stay and
+serving resumes (AT+QIACT? re-checks the context). Only a module that stays silent climbs the
+ladder (supply cut, PWRKEY); a flowchart rule that says "reboot" goes through the ladder's QPOWD.
 
 Metrics-friendly attributes: `state`, `state_since`, `schedule` (reboot count, next_reboot_time,
 reasons, history), `ladder_steps`, `ladder_failures`, `last_ladder`, `last_recovery_seconds`,
@@ -28,7 +37,15 @@ from typing import Any
 
 import trio
 
-from ..at.channel import AtChannel, AtCommandError, AtTimeout, ChannelClosed, Observer
+from ..at.channel import (
+    PROBES,
+    AtChannel,
+    AtCommandError,
+    AtTimeout,
+    ChannelClosed,
+    CommandLost,
+    Observer,
+)
 from ..at.commands import QuectelAt
 from ..at.urc import ModuleReady, PdpDeact, PoweredDown, SimState
 from ..link import ModemLink
@@ -37,7 +54,7 @@ from ..serial import SerialError, SerialMissing, SerialPort
 from . import bringup
 from .backoff import RebootSchedule
 from .health import health_loop
-from .ladder import FAILED, PORT_LOST, Ladder
+from .ladder import ALIVE, FAILED, PORT_LOST, RESET, Ladder
 from .pdp import PdpKeeper
 from .power import make_power_backend
 from .states import (
@@ -55,10 +72,10 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 log = logging.getLogger("modemd.supervisor")
 
-# Commands whose missed deadline is a reboot by the flowchart, whoever sent them.
-REBOOT_ON_TIMEOUT = frozenset({
-    "AT+QIACT", "AT+QIDEACT", "AT+QICLOSE", "AT+QISEND", "AT+QIRD", "AT+QISENDEX",
-})
+# Commands lost this often within LOST_WINDOW seconds (each answered probe: the module is alive)
+# while the supervisor itself talks: something is wrong that a retry does not fix; reboot.
+LOST_LIMIT = 5
+LOST_WINDOW = 60.0
 
 StaleReset = Callable[[QuectelAt], Awaitable[Any]]
 ProfileCheck = Callable[[Profile, str], None]  # raises UnsupportedConfig
@@ -83,7 +100,8 @@ def _only_cancelled_besides(exc: BaseException, types: tuple[type[BaseException]
 
 
 class _Watch(Observer):
-    """Chains the caller's observer; a missed deadline of a flowchart command asks for a reboot."""
+    """Chains the caller's observer; the channel's silence report and an echo while ATE0 is in
+    effect reach the supervisor here (the one route from the channel)."""
 
     def __init__(self, sup: Supervisor, inner: Observer | None) -> None:
         self.sup = sup
@@ -94,7 +112,20 @@ class _Watch(Observer):
 
     def command_timeout(self, name: str) -> None:
         self.inner.command_timeout(name)
-        self.sup._command_timed_out(name)
+
+    def command_lost(self, name: str) -> None:
+        hook = getattr(self.inner, "command_lost", None)
+        if hook is not None:
+            hook(name)
+
+    def module_silent(self, name: str, seconds: float) -> None:
+        hook = getattr(self.inner, "module_silent", None)
+        if hook is not None:
+            hook(name, seconds)
+        self.sup._module_silent(name, seconds)
+
+    def echo_back(self, name: str) -> None:
+        self.sup._echo_back(name)
 
     def urc(self, urc) -> None:
         self.inner.urc(urc)
@@ -190,6 +221,10 @@ class Supervisor:
         self.last_ladder: list = []
         self.last_recovery_seconds: float | None = None
         self.module_resets = 0
+        self.resyncs = 0                 # silences that ended with an answered probe (no reboot)
+        self.silent_reboots = 0          # module resets seen as an echo while ATE0 was in effect
+        self.commands_lost_talking = 0   # CommandLost in the supervisor's own steps
+        self._lost_times: deque[float] = deque(maxlen=LOST_LIMIT)
         self.health_checks = 0
         self.health_failures = 0
         self.cfun_cycles = 0
@@ -210,7 +245,6 @@ class Supervisor:
             )
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._watch_faults)
                 nursery.start_soon(self._watch_cycles)
                 nursery.start_soon(health_loop, self)
                 task_status.started()
@@ -509,12 +543,22 @@ class Supervisor:
             self._trouble = trouble
         self._guard.cancel()
 
-    def _command_timed_out(self, name: str) -> None:
-        if name in REBOOT_ON_TIMEOUT and self.state in TALKING_STATES:
-            seconds = self.profile.timeout(name)
+    def _module_silent(self, name: str, seconds: float) -> None:
+        """The channel's report: `name` and its probe series went unanswered."""
+        if self.state in TALKING_STATES:
             self._fire(Trouble(
-                "reboot", f"{name[3:].lower()}_timeout: no answer to {name} in {seconds:g} s"
+                "silent", f"no_answer: {name} and {PROBES} AT probes unanswered ({seconds:.1f} s)"
             ))
+        else:
+            log.info("module silent while %s (%s): the current step decides", self.state, name)
+
+    def _echo_back(self, name: str) -> None:
+        """An echo of our command while ATE0 is in effect: the module restarted without the host
+        seeing RDY (line-shapes A3). Every socket is gone: re-initialise, no ladder."""
+        if self.state not in BOOTING_STATES:
+            self.silent_reboots += 1
+            self._fire(Trouble("reset", f"module_reset: {name} echoed although ATE0 is in "
+                                        "effect (the module restarted unseen)"))
 
     async def _guarded(self, phase: Callable[[], Awaitable[None]]) -> Trouble:
         self._trouble = None
@@ -525,6 +569,8 @@ class Supervisor:
                 self._trouble = Trouble("reboot", "internal: phase ended")  # pragma: no cover
             except RebootNeeded as exc:
                 self._trouble = self._trouble or Trouble("reboot", exc.reason)
+            except CommandLost as exc:
+                self._trouble = self._trouble or Trouble("lost", str(exc))
             except AtTimeout as exc:
                 name = exc.command.name
                 self._trouble = self._trouble or Trouble(
@@ -543,21 +589,69 @@ class Supervisor:
 
     # -- the life of the module on one port -----------------------------------------------------------------
     async def _life(self) -> None:
+        phase = self._bring_up_and_serve
         while self.port_lost is None:
-            trouble = await self._guarded(self._bring_up_and_serve)
+            trouble = await self._guarded(phase)
+            phase = self._bring_up_and_serve
             if self.port_lost is not None or trouble.kind == "port_lost":
                 return
+            if trouble.kind == "lost" and not self._too_many_lost():
+                # a command of ours was lost on the line; the module answered the probe
+                log.warning("%s: asking again (the module is alive)", trouble.reason)
+                phase = self._resume
+                continue
+            if trouble.kind == "silent":
+                outcome = await self._resync(trouble.reason)
+                if outcome == ALIVE:
+                    phase = self._resume
+                    continue
+                if outcome == PORT_LOST:
+                    return
+                if outcome == RESET:
+                    trouble = Trouble("reset", "module_reset: RDY during the resync")
             self.link.module_reset()
             if trouble.kind == "reset":
                 self.module_resets += 1
                 log.warning("%s: every socket is gone; initialising again", trouble.reason)
                 await self._new_channel()
                 continue
-            outcome = await self._recover(trouble.reason)
+            if trouble.kind == "lost":
+                trouble = Trouble("reboot", f"lost_commands: {LOST_LIMIT} commands lost within "
+                                            f"{LOST_WINDOW:g} s ({trouble.reason})")
+            outcome = await self._recover(trouble.reason, resynced=trouble.kind == "silent")
             while outcome == FAILED:
                 outcome = await self._recover("reboot_failed: the module did not come back")
             if outcome == PORT_LOST:
                 return
+
+    def _too_many_lost(self) -> bool:
+        now = trio.current_time()
+        self.commands_lost_talking += 1
+        self._lost_times.append(now)
+        return len(self._lost_times) == LOST_LIMIT and now - self._lost_times[0] <= LOST_WINDOW
+
+    async def _resync(self, reason: str) -> str:
+        """The channel found the module silent: probe again, before any reboot or back-off.
+        ALIVE (it answers: nothing is rebooted), RESET (it rebooted by itself), PORT_LOST or
+        FAILED (still silent: the ladder goes on from there)."""
+        log.warning("%s: probing the module before anything else", reason)
+        ladder = Ladder(self)
+        outcome = await ladder.resync_outcome()
+        self.last_ladder = ladder.steps
+        if outcome == ALIVE:
+            self.resyncs += 1
+            log.warning("the module answers again: no reboot, serving resumes")
+        return outcome
+
+    async def _resume(self) -> None:
+        """After a lost command or a silence the module answered: go on without a reset. While
+        the context was up, its sockets stay: AT+QIACT? re-checks it (activating it again if the
+        module lost it), then serving; before that, bring-up starts over."""
+        if not self.link.serving(self.pdp.context_id):
+            await self._bring_up_and_serve()
+            return
+        await self.pdp.activate()
+        await self.pdp.serve()
 
     async def _bring_up_and_serve(self) -> None:
         t = self.timings
@@ -578,8 +672,9 @@ class Supervisor:
         await self.pdp.activate()
         await self.pdp.serve()
 
-    async def _recover(self, reason: str) -> str:
-        """Back-off, then the reboot ladder. Returns READY / PORT_LOST / FAILED."""
+    async def _recover(self, reason: str, *, resynced: bool = False) -> str:
+        """Back-off, then the reboot ladder (without its resync step when `resynced`: the module
+        was just probed and stayed silent). Returns READY / PORT_LOST / FAILED."""
         started = trio.current_time()
         self.link.module_reset()
         due = self.schedule.request(started, reason)
@@ -601,7 +696,9 @@ class Supervisor:
         if self.port_lost is None and self._nursery is not None:
             await self._new_channel()
         ladder = Ladder(self)
-        outcome = await ladder.run()
+        if resynced:
+            ladder.steps = list(self.last_ladder)  # the resync that found it silent
+        outcome = await ladder.run(resynced=resynced)
         self.last_ladder = ladder.steps
         self.last_recovery_seconds = trio.current_time() - started
         effective = next((r.step for r in reversed(ladder.steps) if r.ok), "none")
@@ -641,14 +738,6 @@ class Supervisor:
                     self.pdp.request_cycle('pdpdeact: +QIURC: "pdpdeact"')
             elif isinstance(urc, SimState) and urc.state != "READY" and self.state is State.SERVING:
                 log.warning("+CPIN: %s while serving", urc.state)
-
-    async def _watch_faults(self) -> None:
-        async for reason in self.link.faults:
-            if self.state in TALKING_STATES:
-                log.error("socket layer reports: %s", reason)
-                self.fire_reboot(f"fault: {reason}")
-            else:
-                log.info("socket-layer fault while %s (ignored): %s", self.state, reason)
 
     async def _watch_cycles(self) -> None:
         async for context_id in self.link.cycle_requests:
