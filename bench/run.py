@@ -4,6 +4,7 @@
     .venv/bin/python bench/run.py --quick        # < 3 min: shorter windows, fewer samples
     .venv/bin/python bench/run.py                # full: longer windows + the 10-minute slow reader
     .venv/bin/python bench/run.py --daemon-src /tmp/modemd-before   # the daemon from another tree
+    .venv/bin/python bench/run.py --only faults  # one section (repeatable; faults: lost commands)
 
 Everything runs on this machine: real TCP clients -> a real modemd process (`python -m modemd.cli`)
 -> a real pty -> the emulator process (`python -m modemd.emulator --baud N`, a token-bucket-paced
@@ -15,7 +16,9 @@ run of this command.
 from __future__ import annotations
 
 import argparse
+import bisect
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -34,15 +37,18 @@ from harness import (  # noqa: E402
     DOWN,
     ECHO,
     HDR,
+    MAX_IO,
     ROOT,
     UP,
     Checker,
+    Corrupted,
     Daemon,
     Echo,
     Emulator,
     RawAt,
     Servers,
     Spread,
+    abort,
     connect,
     daemon_config,
     download,
@@ -84,6 +90,7 @@ class Opts:
     src: Path
     out: Path
     only: set[str] = field(default_factory=set)
+    lost: int = 60          # commands lost on the line in the fault section
 
     def window(self, baud: int) -> float:
         if not baud:
@@ -583,6 +590,208 @@ async def recovery(opts: Opts, report: Report, emu: Emulator, port: int,
 
 
 # ---------------------------------------------------------------------------------------------
+# 7. lost commands
+
+
+FAULT_BAUD = 921600
+# what is lost, in turn: (name, regex for the emulator's `lose command`)
+LOSSES = (
+    ("AT+QISEND (data)", r"AT\+QISEND=\d+,[1-9]\d*"),
+    ("AT+QIRD", r"AT\+QIRD=\d+(,[1-9]\d*)?"),
+    ("AT+QISEND=id,0 (ACK query)", r"AT\+QISEND=\d+,0"),
+)
+
+
+@dataclass
+class Flow:
+    """One direction of the fault section's bulk transfer, over however many connections."""
+
+    name: str
+    arrivals: list[float] = field(default_factory=list)  # when bytes arrived (monotonic clock)
+    bytes: int = 0  # checked against the pattern
+    resets: int = 0  # connections the daemon ended
+    corrupt: list[str] = field(default_factory=list)  # duplicated / lost / changed bytes
+    sha_ok: int = 0  # connections whose SHA-256 matched the sent stream's (on their byte count)
+
+
+def _pattern_sha(size: int) -> str:
+    h = hashlib.sha256()
+    for offset in range(0, size, MAX_IO):
+        h.update(pattern_at(offset, min(MAX_IO, size - offset)))
+    return h.hexdigest()
+
+
+async def _fault_download(port: int, flow: Flow, stop: trio.Event) -> None:
+    """Endless downloads (a new connection when the daemon ends one) until `stop`."""
+    while not stop.is_set():
+        checker, h = Checker(), hashlib.sha256()
+        stream = None
+        try:
+            stream = await connect(port, DOWN)
+            while not stop.is_set():
+                with trio.move_on_after(0.5):
+                    data = await stream.receive_some(MAX_IO)
+                    if not data:
+                        raise trio.BrokenResourceError("EOF")
+                    checker.feed(data, time.perf_counter())
+                    h.update(data)
+                    flow.arrivals.append(checker.last)
+                    flow.bytes += len(data)
+        except Corrupted as exc:
+            flow.corrupt.append(f"download: {exc}")
+        except (trio.BrokenResourceError, OSError):
+            flow.resets += stream is not None  # (a refused connect is only retried)
+            await trio.sleep(0.1)
+        finally:
+            if stream is not None:
+                abort(stream)
+        flow.sha_ok += checker.offset > 0 and h.hexdigest() == _pattern_sha(checker.offset)
+
+
+async def _fault_upload(port: int, servers: Servers, flow: Flow, stop: trio.Event) -> None:
+    """Endless uploads until `stop`; each ends with a check that the server got every byte."""
+    tag = 8000
+    while not stop.is_set():
+        tag += 1
+        result = servers.expect_upload(tag)
+        result.checker.marks = []
+        stream = None
+        offset = 0
+        reset = False
+        try:
+            stream = await connect(port, UP, tag)
+            stream.socket.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_SNDBUF, 32768)
+            while not stop.is_set():
+                await stream.send_all(pattern_at(offset, 4096))
+                offset += 4096
+            with trio.fail_after(60):
+                while result.checker.offset < offset and not result.done.is_set():
+                    await trio.sleep(0.005)
+        except (trio.BrokenResourceError, OSError, trio.TooSlowError):
+            flow.resets += stream is not None  # (a refused connect is only retried)
+            reset = True
+            await trio.sleep(0.1)
+        finally:
+            if stream is not None:
+                abort(stream)
+        with trio.move_on_after(5):
+            await result.done.wait()  # the server has seen the end (its checker stopped)
+        got = result.checker.offset
+        flow.arrivals += [t for t, _ in result.checker.marks]
+        flow.bytes += got
+        if got > offset:
+            flow.corrupt.append(f"upload: server got {got} bytes, {offset} were sent")
+        elif got < offset and not reset:
+            flow.corrupt.append(f"upload: server got {got} of {offset} bytes")
+        elif result.checker.last and got and got == offset:
+            flow.sha_ok += 1  # the server's checker compared every byte with the pattern
+
+
+def _stall(arrivals: list[float], t: float, end: float) -> float:
+    """The longest gap between arrivals around `t`: from the last arrival before it to the
+    arrivals up to `end` (when the next loss happens, or the run ends; a gap still open at
+    `end` counts up to `end`)."""
+    k = max(0, bisect.bisect_right(arrivals, t) - 1)
+    worst = 0.0
+    while k < len(arrivals) and arrivals[k] < end:
+        nxt = arrivals[k + 1] if k + 1 < len(arrivals) else end
+        worst = max(worst, min(nxt, end) - arrivals[k])
+        k += 1
+    return worst
+
+
+async def lost_commands(opts: Opts, report: Report, tmp: Path, servers: Servers) -> None:
+    sub = tmp / "faults"
+    sub.mkdir()
+    emu = Emulator(sub, baud=FAULT_BAUD, qiact_delay=0.1, boot_delay=0.1)
+    async with emu.running():
+        port = free_port()
+        config = daemon_config(sub, emu, servers.port, port)
+        config = config.replace("[proxy]\n", "[proxy]\ndirect_push = false\n", 1)  # QIRD
+        daemon = Daemon(sub, opts.src, config)
+        daemon.check_source()
+        async with daemon.running():
+            await wait_serving(port)
+            boots0 = int((await emu.control("status")).rsplit("boots=", 1)[1])
+            down, up = Flow("down"), Flow("up")
+            stop = trio.Event()
+            losses: list[tuple[str, float]] = []
+            missed: dict[str, int] = {}
+            warm = 0.0
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_fault_download, port, down, stop)
+                nursery.start_soon(_fault_upload, port, servers, up, stop)
+                await trio.sleep(2.0)  # both flowing: the gaps without faults come first
+                warm = time.perf_counter()
+                for i in range(opts.lost):
+                    name, regex = LOSSES[i % len(LOSSES)]
+                    before = int((await emu.control("lost")).split()[1])
+                    await emu.control(f"lose command {regex} 1")
+                    deadline = time.perf_counter() + 10
+                    while int((await emu.control("lost")).split()[1]) == before:
+                        if time.perf_counter() > deadline:  # the daemon did not send one
+                            await emu.control(f"lose command {regex} 0")
+                            missed[name] = missed.get(name, 0) + 1
+                            break
+                        await trio.sleep(0.005)
+                    else:
+                        t = float((await emu.control("lost list")).split()[-1].split(":")[0])
+                        losses.append((name, t))
+                        # both directions deliver again before the next loss (no overlap)
+                        with trio.move_on_after(30):
+                            while not (down.arrivals and up.arrivals and down.arrivals[-1] > t
+                                       and up.arrivals[-1] > t):
+                                await trio.sleep(0.01)
+                        await trio.sleep(0.2)
+                    if (i + 1) % 10 == 0:
+                        progress(f"faults: {i + 1} of {opts.lost} commands lost")
+                end = time.perf_counter()
+                await trio.sleep(1.0)
+                stop.set()
+            boots = int((await emu.control("status")).rsplit("boots=", 1)[1]) - boots0
+    arrivals = {f.name: sorted(f.arrivals) for f in (down, up)}
+    quiet = max(_stall(arrivals[d], 0.0, warm) for d in arrivals) if warm else 0.0
+    stalls: dict[str, list[float]] = {}
+    for i, (name, t) in enumerate(losses):
+        nxt = losses[i + 1][1] if i + 1 < len(losses) else end
+        stall = max(_stall(arrivals[d], t, nxt) for d in arrivals)
+        stalls.setdefault(name, []).append(stall)
+        stalls.setdefault("all", []).append(stall)
+    rows = []
+    for name in [n for n, _ in LOSSES] + ["all"]:
+        values = stalls.get(name, [])
+        rows.append([
+            name, str(len(values)), str(missed.get(name, 0)) if name != "all" else
+            str(sum(missed.values())),
+            f"{pct(values, .5) * 1e3:.0f}" if values else "—",
+            f"{pct(values, .99) * 1e3:.0f}" if values else "—",
+        ])
+    corrupt = down.corrupt + up.corrupt
+    report.section(
+        f"7. Lost commands during a bulk transfer both ways ({FAULT_BAUD} baud, buffer mode)", [
+            "command lost on the line", "lost", "never sent (rule withdrawn)",
+            "stall median (ms)", "stall p99 (ms)"], rows,
+        f"The emulator loses one matching command line at a time (`lose command`), in turn, while "
+        f"a download and an upload run through one forward; the next loss waits until both "
+        f"directions deliver again. Stall: the longest gap between arrivals (at the local client "
+        f"for the download, at the remote server for the upload) from the last arrival before the "
+        f"loss until the next loss; without faults the longest gap was {quiet * 1e3:.0f} ms. "
+        f"Bytes: down {down.bytes:,}, up {up.bytes:,}, every one compared with the sent pattern "
+        f"(SHA-256 matched on {down.sha_ok + up.sha_ok} connections); duplicated or lost: "
+        f"{len(corrupt)} ({'; '.join(corrupt[:3]) or 'none'}); connections reset: down "
+        f"{down.resets}, up {up.resets}; module reboots: {boots}.",
+    )
+    progress(f"faults: {len(losses)} lost, stall median {pct(stalls.get('all', []), .5) * 1e3:.0f} "
+             f"ms p99 {pct(stalls.get('all', []), .99) * 1e3:.0f} ms, corrupt {len(corrupt)}, "
+             f"resets {down.resets + up.resets}, reboots {boots}")
+    report.target(f"bytes duplicated or lost over {len(losses)} lost commands = 0",
+                  str(len(corrupt)), not corrupt and len(losses) > 50)
+    report.target("module reboots caused by lost commands = 0", str(boots), boots == 0)
+    report.target("connections reset by lost commands = 0", str(down.resets + up.resets),
+                  down.resets + up.resets == 0)
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def machine() -> list[str]:
@@ -616,6 +825,12 @@ async def main(opts: Opts) -> None:
 
             if want("line"):
                 await line_rate(opts, report, servers)
+            if want("faults"):
+                await lost_commands(opts, report, tmp, servers)
+            if opts.only and opts.only <= {"line", "faults"}:
+                nursery.cancel_scope.cancel()
+                write_report(opts, report, (time.perf_counter() - t_start) / 60)
+                return
             emu = Emulator(tmp, baud=921600, qiact_delay=0.5, boot_delay=0.2)
             async with emu.running():
                 raw = direct = None
@@ -689,8 +904,11 @@ def parse_args(argv: list[str] | None = None) -> Opts:
                    help="tree whose modemd package the daemon runs (default: this checkout)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md")
     p.add_argument("--only", action="append", default=[],
-                   choices=["line", "bulk", "latency", "fairness", "cost", "slow", "recovery"],
+                   choices=["line", "bulk", "latency", "fairness", "cost", "slow", "recovery",
+                            "faults"],
                    help="run only these sections (repeatable)")
+    p.add_argument("--lost", type=int, default=60,
+                   help="commands lost in the fault section (default 60; the target needs > 50)")
     a = p.parse_args(argv)
     quick = a.quick
     return Opts(
@@ -701,7 +919,7 @@ def parse_args(argv: list[str] | None = None) -> Opts:
         fair_seconds=2.0 if quick else 8.0,
         cost_seconds=1.5 if quick else 4.0,
         slow_minutes=a.slow_minutes if a.slow_minutes is not None else (0.0 if quick else 10.0),
-        src=a.daemon_src.resolve(), out=a.out, only=set(a.only),
+        src=a.daemon_src.resolve(), out=a.out, only=set(a.only), lost=a.lost,
     )
 
 

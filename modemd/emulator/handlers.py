@@ -710,7 +710,7 @@ class Handlers:
             if stop == ESC:
                 return None
         if self.s.qisde:
-            await self.s.write(data)
+            await self.s.write(data, boundary=False)
         return data
 
     def accept_send(self, sock: ModSocket, data: bytes) -> bool:
@@ -718,6 +718,8 @@ class Handlers:
         emu = self.emu
         if emu._send_fail > 0:
             emu._send_fail -= 1
+            return False
+        if emu.noise.send_fails():
             return False
         if sock.dead or sock.state != CONNECTED:
             return False

@@ -154,6 +154,7 @@ class Session:
         self.done = trio.Event()
         self.inbuf = InputBuffer()
         self.accepting = False  # booted: the UART takes commands
+        self.boot = "normal"  # "silent": print nothing at boot, "nordy": the boot URCs but RDY
         self.stopping = False  # powering down: ignore everything
         self.nursery: trio.Nursery | None = None
         # (frame, set once it is on the line, the socket whose pushed data it carries)
@@ -236,11 +237,18 @@ class Session:
         """The command being answered (by this task) has one of these parts of its answer lost."""
         return self._loss in parts and trio.lowlevel.current_task() is self._loss_task
 
-    async def write(self, data: bytes) -> None:
-        """Write bytes (caller holds out_lock); dropped when hung or powered off."""
+    async def write(self, data: bytes, *, boundary: bool = True) -> None:
+        """Write bytes (caller holds out_lock); dropped when hung or powered off. After a whole
+        frame (CR LF ... CR LF) comes a line boundary, where real-module noise may go
+        (`boundary=False`: bytes that only look like a frame, e.g. a QISDE payload echo)."""
         if self._losing("all"):
             return
+        noise, extra = self.emu.noise, b""
+        if boundary and noise.active and data[:2] == b"\r\n" and data[-2:] == b"\r\n":
+            extra = noise.at_boundary()  # drawn now: the noise belongs to the frame written now
         await self.emu._write(data, self)
+        if extra:
+            await self.emu._write(extra, self)
 
     async def write_prompt(self) -> None:
         """The `> ` of a data command (caller holds out_lock)."""
@@ -387,6 +395,8 @@ class Session:
                     self.accepting = True
                     nursery.start_soon(self._urc_writer)
                     for line in self.family.boot_urcs:
+                        if self.boot == "silent" or (self.boot == "nordy" and line == "RDY"):
+                            continue
                         if line.startswith("+CPIN:") and not self.emu._sim_ready:
                             line = "+CPIN: NOT INSERTED"
                         if line.startswith("+QIND:") and not self.emu._sim_ready:
@@ -421,7 +431,7 @@ class Session:
             if emu._lose_cmd:
                 glue = emu._take_loss(emu._lose_cmd, line.decode("latin-1"))
                 if glue is not None:  # lost on the line: never seen, or only its CR lost
-                    emu.lost.append(f"command {line.decode('latin-1')}")
+                    emu._record_loss(f"command {line.decode('latin-1')}")
                     if glue:
                         self._glued += line
                     continue
@@ -429,7 +439,17 @@ class Session:
                 line, self._glued = self._glued + line, b""
             part = emu._take_loss(emu._lose_ans, line.decode("latin-1")) if emu._lose_ans else None
             if part is not None:
-                emu.lost.append(f"{part} {line.decode('latin-1')}")
+                emu._record_loss(f"{part} {line.decode('latin-1')}")
+            if emu._reboot_on:
+                boot = emu._take_loss(emu._reboot_on, line.decode("latin-1"))
+                if boot is not None:  # restarts in the middle of this command
+                    emu._record_loss(f"reboot {line.decode('latin-1')}")
+                    if self.echo:
+                        async with self.out_lock:
+                            await self.write(line + term)
+                    self.stopping = True  # takes nothing more: it is restarting
+                    emu._reboot_soon(self, str(boot))
+                    continue
             self._loss, self._loss_task = part, trio.lowlevel.current_task()
             try:
                 await self._command(line, term)

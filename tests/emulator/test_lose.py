@@ -166,3 +166,9 @@ async def test_lose_over_the_control_socket():
         assert "lose command <regex>" in await run_command(emu, "help")
         await port.write(b"ATI\r")  # the glued CSQ rule does not touch it
         assert (await port.expect(b"OK\r\n")).startswith(b"ATI\r")
+        assert await run_command(emu, "lost") == "ok 0"
+        await port.write(b"AT+CSQ\r")
+        assert await port.drain(0.2) == b""
+        assert await run_command(emu, "lost") == "ok 1"
+        t, what = (await run_command(emu, "lost list")).removeprefix("ok ").split(":", 1)
+        assert what == "command_AT+CSQ" and abs(float(t) - emu.lost_at[0]) < 1e-5
