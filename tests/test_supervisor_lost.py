@@ -135,3 +135,39 @@ async def test_hung_module_serves_again_within_45_s_with_the_shipped_defaults(mo
             print(f"\nhung module: silence declared and resync failed after {detected:.1f} s, "
                   f"serving again after {back:.1f} s (virtual time); ladder {ladder}")
             assert back <= 45.0
+
+
+async def test_silent_reboot_mid_command_with_echo_back_on_is_a_module_reset(mock_clock):
+    async with emulator() as emu:
+        power = EmuPower(emu)
+        cfg = make_cfg(emu.tty_path, health_interval=10.0)
+        async with running(cfg, power=power) as (sup, link):
+            with trio.fail_after(300):
+                await link.wait_serving(1)
+            lost, boots = link.lost(1), emu.boots
+            emu.reboot_during("AT", boot="silent")  # the next health AT: restarts, no RDY
+            with trio.fail_after(120):
+                await wait_state(sup, State.INIT)
+                await link.wait_serving(1)
+            assert emu.boots == boots + 1
+            assert lost.is_set() and sup.module_resets == 1 and sup.silent_reboots == 1
+            assert sup.schedule.total == 0 and power.calls == []
+
+
+async def test_silent_reboot_noticed_by_the_resync_is_a_module_reset(mock_clock):
+    async with emulator(boot_delay=5.2) as emu:   # still booting while the channel probes
+        power = EmuPower(emu)
+        cfg = make_cfg(emu.tty_path, health_interval=10.0)
+        async with running(cfg, power=power) as (sup, link):
+            with trio.fail_after(300):
+                await link.wait_serving(1)
+            lost = link.lost(1)
+            emu.reboot_during("AT", boot="silent")
+            with trio.fail_after(120):
+                await sup.at.wait_silent()
+                await wait_state(sup, State.INIT)
+                await link.wait_serving(1)
+            assert lost.is_set() and sup.module_resets == 1 and sup.silent_reboots == 1
+            assert sup.resyncs == 0 and [(s.step, s.ok) for s in sup.last_ladder] == [
+                ("resync", True)]
+            assert sup.schedule.total == 0 and power.calls == []

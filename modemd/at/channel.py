@@ -554,6 +554,19 @@ class AtChannel:
                 await self._wake.wait()
                 return
 
+    async def _clear_line(self) -> None:
+        """One more probe: filler bytes that reached a module in command mode (no CR) are ended
+        by its CR and answered ERROR, instead of gluing onto the next queued command."""
+        probe = _Request(Command(PROBE_TEXT, timeout=PROBE_TIMEOUT))
+        probe.urgent = True
+        self._start(probe)
+        await self._flush()
+        with trio.move_on_after(PROBE_TIMEOUT):
+            await probe.done.wait()
+        if self._current is probe:
+            self.protocol.abort()
+            self._current = None
+
     async def _probe_for(self, request: _Request) -> None:
         """The command in flight passed its expected time: quiet line, then the probe series."""
         command = request.command
@@ -608,6 +621,8 @@ class AtChannel:
                 response = answer.response
                 if response is not None and response.final in SEND_FINALS:
                     junk = True  # n <= 3: the probe itself completed the data phase
+                elif junk:
+                    await self._clear_line()  # filler went to a module in command mode
                 await self._quiet(None, DRAIN)  # drain a late final of the lost command
                 self.commands_lost += 1
                 self.observer.command_lost(command.name)

@@ -225,6 +225,7 @@ class Supervisor:
         self.silent_reboots = 0          # module resets seen as an echo while ATE0 was in effect
         self.commands_lost_talking = 0   # CommandLost in the supervisor's own steps
         self._lost_times: deque[float] = deque(maxlen=LOST_LIMIT)
+        self._echo_seen = False
         self.health_checks = 0
         self.health_failures = 0
         self.cfun_cycles = 0
@@ -557,6 +558,7 @@ class Supervisor:
         seeing RDY (line-shapes A3). Every socket is gone: re-initialise, no ladder."""
         if self.state not in BOOTING_STATES:
             self.silent_reboots += 1
+            self._echo_seen = True  # also heard by a resync running outside the guard
             self._fire(Trouble("reset", f"module_reset: {name} echoed although ATE0 is in "
                                         "effect (the module restarted unseen)"))
 
@@ -608,7 +610,8 @@ class Supervisor:
                 if outcome == PORT_LOST:
                     return
                 if outcome == RESET:
-                    trouble = Trouble("reset", "module_reset: RDY during the resync")
+                    trouble = Trouble("reset", "module_reset: the module restarted while silent "
+                                               "(RDY or an echo during the resync)")
             self.link.module_reset()
             if trouble.kind == "reset":
                 self.module_resets += 1
@@ -636,8 +639,11 @@ class Supervisor:
         FAILED (still silent: the ladder goes on from there)."""
         log.warning("%s: probing the module before anything else", reason)
         ladder = Ladder(self)
+        self._echo_seen = False
         outcome = await ladder.resync_outcome()
         self.last_ladder = ladder.steps
+        if outcome == ALIVE and self._echo_seen:
+            return RESET  # it answered with the echo back on: it restarted while silent
         if outcome == ALIVE:
             self.resyncs += 1
             log.warning("the module answers again: no reboot, serving resumes")
