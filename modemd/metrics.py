@@ -217,6 +217,24 @@ class Metrics(Observer):
             ["command"],
             registry=r,
         )
+        self.at_lost = Counter(
+            "modemd_at_commands_lost_total",
+            "AT commands (or their answers) lost on the line: unanswered past their expected "
+            "time while the module answered the probe AT (no reboot; the caller retried).",
+            ["command"],
+            registry=r,
+        )
+        self.module_silences = Counter(
+            "modemd_module_silences_total",
+            "Times the module answered neither a command nor the probe series (the supervisor "
+            "resyncs, then climbs the reboot ladder if it stays silent).",
+            registry=r,
+        )
+        self.resyncs = Counter(
+            "modemd_module_resyncs_total",
+            "Silences that ended with an answered resync probe: no reboot, connections kept.",
+            registry=r,
+        )
         self.at_results = Counter(
             "modemd_at_results_total",
             "Final result codes by command and kind (ok, error, cme_error, send_ok, send_fail, ...).",
@@ -483,6 +501,12 @@ class Metrics(Observer):
 
     def command_timeout(self, name: str) -> None:
         self.at_timeouts.labels(self._command(name)).inc()
+
+    def command_lost(self, name: str) -> None:
+        self.at_lost.labels(self._command(name)).inc()
+
+    def module_silent(self, name: str, seconds: float) -> None:
+        self.module_silences.inc()
 
     def urc(self, urc: object) -> None:
         # one per pushed chunk on the data path: the labelled child is looked up once per type

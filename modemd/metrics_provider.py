@@ -77,3 +77,4 @@ def _recovery(daemon, m) -> None:
     m.set_reboot_backoff(sup.reboot_count)
     cycles = sum(n for step, n in sup.ladder_steps.items() if step in ("supply_cut", "pwrkey"))
     m.sync_counter(m.power_cycles, cycles)
+    m.sync_counter(m.resyncs, sup.resyncs)

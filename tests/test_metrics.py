@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 
-from modemd.at.channel import AtChannel, AtCommandError, AtTimeout, Observer
+from modemd.at.channel import AtChannel, AtCommandError, AtTimeout, CommandLost, Observer
 from modemd.at.protocol import Command
 from modemd.at.urc import Closed, OtherUrc, PdpDeact, Recv, Registration
 from modemd.metrics import (
@@ -58,6 +58,9 @@ def busy_metrics() -> Metrics:
     m.command_done("AT+QIOPEN", 1.2, "+CME ERROR: 565")
     m.command_done("AT+QISEND", 0.05, "SEND FAIL")
     m.command_timeout("AT+QIACT")
+    m.command_lost("AT+QIRD")
+    m.module_silent("AT+QIRD", 4.5)
+    m.resyncs.inc()
     m.urc(Recv(0))
     m.urc(OtherUrc('+QIND: "csq",20,99'))
     m.unknown_line("garbage")
@@ -108,6 +111,8 @@ def test_every_metric_is_exposed_with_expected_names():
         "modemd_queued_connections", "modemd_pdp_activations_total", "modemd_reboots_total",
         "modemd_next_reboot_timestamp_seconds", "modemd_consecutive_reboots",
         "modemd_power_cycles_total", "modemd_build_info", "modemd_start_time_seconds",
+        "modemd_at_commands_lost_total", "modemd_module_silences_total",
+        "modemd_module_resyncs_total",
     ]:
         assert re.search(rf"^{name}[{{ ]", text, re.M), name
     assert 'modemd_module_info{firmware="BG96MAR02A07M1G",imei="866425030000000",model="BG96"} 1.0' in text
@@ -372,6 +377,37 @@ async def test_channel_feeds_observer(autojump_clock):
     assert v("modemd_at_urcs_total", {"type": "closed"}) == 1
     assert v("modemd_at_urcs_total", {"type": "pdp_deact"}) == 1
     assert v("modemd_at_unknown_lines_total") == 1
+
+
+async def test_lost_commands_and_silence_are_counted(autojump_clock):
+    """A command lost on the line (the probe `AT` is answered) counts in
+    modemd_at_commands_lost_total; a module that answers no probe in modemd_module_silences_total."""
+    m = Metrics()
+    ours, module = trio.testing.memory_stream_pair()
+    channel = AtChannel(ours, observer=m)
+    mute = trio.Event()
+
+    async def fake_module():
+        buf = b""
+        while data := await module.receive_some():
+            buf += data
+            while b"\r" in buf:
+                line, buf = buf.split(b"\r", 1)
+                if mute.is_set() or line.strip() != b"AT":
+                    continue  # AT+CSQ is lost on the line; once muted, nothing is answered
+                await module.send_all(b"\r\nOK\r\n")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fake_module)
+        await nursery.start(channel.run)
+        with pytest.raises(CommandLost):
+            await channel.command(Command("AT+CSQ", prefix="+CSQ:", timeout=60, expect=1.5))
+        mute.set()
+        with pytest.raises(AtTimeout):
+            await channel.command(Command("AT+CSQ", prefix="+CSQ:", timeout=60, expect=1.5))
+        nursery.cancel_scope.cancel()
+    assert m.value("modemd_at_commands_lost_total", {"command": "AT+CSQ"}) == 1
+    assert m.value("modemd_module_silences_total") == 1
 
 
 # -- promtool -----------------------------------------------------------------------------------
