@@ -29,8 +29,18 @@ URC_PREFIXES = (
     "+QCSCON:",
     "+QSIMSTAT:",
     "+QNETDEVSTATUS:",
+    # real modules' chatter that modemd has no use for (line-shapes.md B-C): recognised as URCs at
+    # every line boundary so that they never end up in a response, then only counted
+    "+QGPSURC:",
+    "+QNITZ:",
+    "+CTZE:",
+    "+CTZV:",
+    "+CDSI:",
+    "+CMTI:",
+    "+QMTSTAT:",
+    "+QMTRECV:",
 )
-URC_WORDS = ("RDY", "APP RDY", "POWERED DOWN", "NORMAL POWER DOWN", "RING")
+URC_WORDS = ("RDY", "APP RDY", "POWERED DOWN", "NORMAL POWER DOWN", "RING", "Call Ready", "SMS Ready")
 
 
 def is_urc(text: str) -> bool:
