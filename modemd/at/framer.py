@@ -67,6 +67,7 @@ class Framer:
         self._payload_left: int | None = None
         self._prompt = False
         self._skip_lf = False      # a line was ended at its CR: an LF right after belongs to it
+        self._skip_space = False   # a `>` prompt was the last byte: a space right after is its own
         self._check_end = False    # a payload was just taken: a line end must follow it
         self._pending = False      # the buffer ends in a line whose CR waits for its next byte
         self._end_pending = False  # the owner saw silence after that CR: it ends the line
@@ -128,7 +129,7 @@ class Framer:
         self._buf.clear()
         self._payload_left = None
         self._prompt = False
-        self._skip_lf = False
+        self._skip_lf = self._skip_space = False
         self._check_end = False
         self._pending = self._end_pending = False
         self._cr_only_run = 0
@@ -153,6 +154,10 @@ class Framer:
                 del buf[0]
                 self._cr_only_run = 0  # the LF was only late: not a CR-only module after all
             self._skip_lf = False
+        if self._skip_space and buf:
+            if buf[0] == SPACE:
+                del buf[0]
+            self._skip_space = False
         if self._payload_left is not None:
             return self._take_payload()
         while buf and buf[0] in (CR, LF):
@@ -161,6 +166,8 @@ class Framer:
             return None
         if self._prompt and buf[0] == PROMPT:
             self._prompt = False
+            if len(buf) == 1:
+                self._skip_space = True  # its trailing space may still come
             del buf[:2 if len(buf) > 1 and buf[1] == SPACE else 1]
             return Prompt()
         return self._take_line()
@@ -207,20 +214,25 @@ class Framer:
         if cr + 1 < n and buf[cr + 1] == LF:
             self._cr_only_run = 0
             return 2  # CR LF
+        if self.cr_only:
+            # a known CR-only module: its CR ends the line, at once (an LF right after it, even
+            # in a later read, still belongs to it and shows the module is not CR-only after all)
+            if cr + 1 >= n:
+                self._skip_lf = True
+            self.cr_only_ends += 1
+            return 1
         if cr + 2 < n and buf[cr + 1] == CR and buf[cr + 2] == LF:
             self._cr_only_run = 0
             return 3  # CR CR LF: an echo, with the host's CR
         if cr + 1 >= n or (cr + 2 >= n and buf[cr + 1] == CR):
-            # the last byte(s) buffered: the next one decides, unless silence or the module's
-            # known habit already did
-            if not (self._end_pending or self.cr_only):
+            # the last byte(s) buffered: the next one decides, unless the owner saw silence
+            if not self._end_pending:
                 return None
-            size = n - cr if self._end_pending else 1  # silence: the CR (CR CR) ended it
             self._end_pending = False
             self._skip_lf = True  # an LF arriving after all still belongs to this line
+            size = n - cr
         else:
             size = 1  # CR then another byte (a second CR, if any, is an empty line)
         self.cr_only_ends += 1
-        if self._cr_only_run < CR_ONLY_AFTER:
-            self._cr_only_run += 1
+        self._cr_only_run += 1
         return size
