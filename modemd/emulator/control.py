@@ -1,4 +1,4 @@
-"""Line-based control socket, so another process can inject the emulator's faults.
+r"""Line-based control socket, so another process can inject the emulator's faults.
 
 One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
 
@@ -8,7 +8,30 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
     qirdfault garbage|reset|off                      sockets               count <prefix>
     qiact_delay <sec>      turnaround <sec>          baud <n>              interleave on|off
     listenport <port>      sim ready|absent          register on|off       host <name>=<ip>
-    status                 help
+    lose command <regex> [<count>] [glue]            lose prompt|final|answer <regex> [<count>]
+    noise urc <N>          noise fragment <min>-<max>|off                noise garbage <n>
+    noise flip <n>         noise glue <n>            noise sendfail <percent>
+    noise seed <s>         noise off
+    noise reboot <regex> [silent|nordy]              noise                 status
+    help
+
+`lose command`: the next <count> (default 1) command lines that re.fullmatch <regex> are lost on the
+line (the module never sees them); with `glue` only their CR is lost, so their text is glued in front
+of the next command line. `lose prompt|final|answer`: the module executes the next <count> matching
+command lines but the `> ` of a QISEND / the final result line / everything printed for the command
+never reaches the host. The regex is one word (write a space as \s) and is case-sensitive; a count
+of 0 cancels it.
+
+Real-module noise (noise.py; every draw from the seed, 0 unless `noise seed <s>`):
+`noise urc <N>`: one line boundary of the module's output in N gets an unsolicited real-module line
+(+QIND: "csq",... +CTZE: ... +QGPSURC: ... ; 0: off). `noise fragment <min>-<max>`: the output reaches
+the pty in pieces of min..max bytes (CR and LF split too; `off`). `noise garbage <n>`: n junk bytes
+at the next line boundary. `noise flip <n>` / `noise glue <n>`: at the next n boundaries an
+unsolicited line with a flipped byte / two of them glued into one line. `noise sendfail <percent>`:
+that share of QISENDs answers SEND FAIL (its data dropped). `noise reboot <regex>
+[silent|nordy]`: the next command line matching the regex restarts the module in the middle of it
+(no answer; sockets and contexts gone, echo on again; nothing printed at boot, or the boot URCs
+without RDY). `noise off`: all of it off. `noise` alone answers `ok <current settings>`.
 """
 
 from __future__ import annotations
@@ -21,6 +44,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .config import ConfigError, check_hosts
+from .noise import parse_range
 
 if TYPE_CHECKING:  # pragma: no cover
     from .core import Emulator
@@ -29,13 +53,17 @@ HELP = (
     "commands: hang on|off, power off|on|pwrkey, pdpdeact [ctx], close <id>, sendfail <n>, "
     "droprecv <n>, qiactfail <n>, qideactfail <n>, garbage <hex>, openfail <code>, qisenderror <n>, "
     "qirderror <n>, qirdfault garbage|reset|off, sockets, count <prefix>, qiact_delay <s>, turnaround <s>, baud <n>, "
-    "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, status"
+    "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, "
+    "lose command <regex> [count] [glue], lose prompt|final|answer <regex> [count], "
+    "noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>|sendfail <percent>|seed <s>"
+    "|off, "
+    "noise reboot <regex> [silent|nordy], status"
 )
 MAX_LINE = 4096
 KNOWN = {
     "hang", "power", "pdpdeact", "close", "sendfail", "droprecv", "qiactfail", "qideactfail", "garbage",
     "qiact_delay", "turnaround", "baud", "interleave", "listenport", "sim", "register", "host",
-    "openfail", "qisenderror", "qirderror", "qirdfault",
+    "openfail", "qisenderror", "qirderror", "qirdfault", "lose", "noise",
 }  # fmt: skip
 
 
@@ -67,6 +95,67 @@ def _float(arg: str) -> float:
     return value
 
 
+def _lose(emu: Emulator, args: list[str]) -> None:
+    """lose command <regex> [count] [glue] | lose prompt|final|answer <regex> [count]"""
+    what = args[0].lower() if args else ""
+    if what not in ("command", "prompt", "final", "answer") or not 2 <= len(args) <= 4:
+        raise ValueError(
+            "expected lose command <regex> [count] [glue] or lose prompt|final|answer <regex> [count]"
+        )
+    pattern, rest = args[1], args[2:]
+    if what == "command":
+        glue = bool(rest) and rest[-1].lower() == "glue"
+        if glue:
+            rest = rest[:-1]
+        if len(rest) > 1:
+            raise ValueError("lose command: expected <regex> [count] [glue]")
+        emu.lose_command(pattern, _int(rest[0]) if rest else 1, glue)
+        return
+    if len(rest) > 1:
+        raise ValueError(f"lose {what}: expected <regex> [count]")
+    part = "all" if what == "answer" else what
+    emu.lose_answer(pattern, _int(rest[0]) if rest else 1, part)
+
+
+def _noise(emu: Emulator, args: list[str]) -> str:
+    """noise [urc <N> | fragment <min>-<max>|off | garbage|flip|glue <n> | seed <s> | off |
+    reboot <regex> [silent|nordy]]"""
+    if not args:
+        return "ok " + emu.noise.describe()
+    what, rest = args[0].lower(), args[1:]
+    if what == "off" and not rest:
+        emu.noise_off()
+    elif what == "reboot" and 1 <= len(rest) <= 2:
+        emu.reboot_during(rest[0], rest[1].lower() if len(rest) > 1 else "silent")
+    elif len(rest) != 1:
+        raise ValueError(
+            "expected noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>"
+            "|sendfail <percent>|seed <s>|off"
+            " or noise reboot <regex> [silent|nordy]"
+        )
+    elif what == "urc":
+        emu.noise_urcs(_int(rest[0]))
+    elif what == "fragment":
+        if rest[0].lower() == "off":
+            emu.noise_fragment(None)
+        else:
+            emu.noise_fragment(*parse_range(rest[0]))
+    elif what == "garbage":
+        emu.noise_garbage(_int(rest[0]))
+    elif what in ("flip", "glue"):
+        emu.noise_garble(**{what: _int(rest[0])})
+    elif what == "seed":
+        emu.noise_seed(_int(rest[0]))
+    elif what == "sendfail":
+        emu.send_fail_rate(_float(rest[0].removesuffix("%")) / 100)
+    else:
+        raise ValueError(
+            f"noise: unknown kind {what!r} "
+            "(urc, fragment, garbage, flip, glue, sendfail, seed, off, reboot)"
+        )
+    return "ok"
+
+
 async def run_command(emu: Emulator, line: str) -> str:
     """Execute one control line; returns the answer line (without newline)."""
     words = line.split()
@@ -79,7 +168,7 @@ async def run_command(emu: Emulator, line: str) -> str:
         if cmd == "status":
             return (
                 f"ok powered={int(emu.powered)} hung={int(emu._hung)} family={emu.family.name} "
-                f"baud={emu._baud} tty={emu.tty_path}"
+                f"baud={emu._baud} tty={emu.tty_path} boots={emu.boots}"
             )
         if cmd == "sockets":  # every connect_id the module holds, with its state
             session = emu._session
@@ -89,6 +178,11 @@ async def run_command(emu: Emulator, line: str) -> str:
             return f"ok {sum(1 for c in emu.commands if c.upper().startswith(args[0].upper()))}"
         if cmd not in KNOWN:
             return f"error unknown command {cmd!r} ({HELP})"
+        if cmd == "lose":
+            _lose(emu, args)
+            return "ok"
+        if cmd == "noise":
+            return _noise(emu, args)
         if len(args) != 1 and not (cmd == "pdpdeact" and not args):
             raise ValueError(f"{cmd}: expected one argument")
         arg = args[0].lower() if args else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,9 +12,15 @@ from .config import DEFAULT_HOSTS, EmulatorConfig, check_hosts
 from .control import open_control_socket, serve_control
 from .families import FAMILIES, Family
 from .line import Line
+from .noise import Noise, check_range
 from .pty import Pty
 from .session import Session
 
+LOSS_PARTS = ("all", "prompt", "final")
+BOOT_KINDS = (
+    "silent",
+    "nordy",
+)  # Emulator.reboot_during: nothing at boot / the boot URCs but RDY  # Emulator.lose_answer: which part of the answer is lost
 PACED_READ = 4096  # bytes taken from the pty at a time while the line is paced
 STOP_DRAIN = 0.2  # s a power-down waits for the bytes already queued on the line
 
@@ -45,10 +52,17 @@ class Emulator:
         self._open_fail: list[int] = []  # result codes for the next +QIOPEN URCs
         self._error_next = {"QISEND": 0, "QIRD": 0}  # data commands to answer ERROR
         self._qird_fault: str | None = None  # "garbage" | "reset": mangle the next QIRD payload
+        # lost on the line: [pattern, count left, glue] / [pattern, count left, part]
+        self._lose_cmd: list[list] = []
+        self._lose_ans: list[list] = []
+        self._reboot_on: list[list] = []  # [pattern, count left, boot kind]
+        self.lost: list[str] = []  # what was lost, for tests: "command <line>", "<part> <line>"
+        self.noise = Noise()
+        self.boots = 0  # power-ons so far (every reboot included)
         self._inject_q: list[bytes] = []
         self._inject_ready = trio.Event()
         # the UART: module -> host (tx) and host -> module (rx), each paced at the line rate
-        self._tx = Line(self._deliver_out, lambda: self.rate)
+        self._tx = Line(self._deliver_out, lambda: self.rate, self._fragment_max)
         self._rx = Line(self._deliver_in, lambda: self.rate)
 
     # ---- life cycle -----------------------------------------------------------------------
@@ -107,9 +121,11 @@ class Emulator:
         return self._baud / 10
 
     # ---- power ----------------------------------------------------------------------------
-    async def _start_session(self) -> None:
+    async def _start_session(self, boot: str = "normal") -> None:
         assert self._nursery is not None
         session = Session(self)
+        session.boot = boot
+        self.boots += 1
         self._session = session
         self._hung = False
         await self._nursery.start(session.run)
@@ -165,14 +181,14 @@ class Emulator:
         assert self._nursery is not None
         self._nursery.start_soon(down)
 
-    def _reboot_soon(self, session: Session) -> None:
-        """AT+CFUN=1,1: restart the module."""
+    def _reboot_soon(self, session: Session, boot: str = "normal") -> None:
+        """AT+CFUN=1,1: restart the module (`boot`: "normal", or a silent reboot's kind)."""
 
         async def reboot() -> None:
             async with self._power_lock:
                 if self._session is session:
                     await self._stop_session()
-                    await self._start_session()
+                    await self._start_session(boot)
 
         assert self._nursery is not None
         self._nursery.start_soon(reboot)
@@ -188,7 +204,12 @@ class Emulator:
         session, force = tag
         if force or (session is not None and session is self._session and not self._hung):
             assert self._pty is not None
-            await self._pty.write_all(chunk)
+            for piece in self.noise.pieces(chunk):  # each piece a write, a checkpoint after it
+                await self._pty.write_all(piece)
+
+    def _fragment_max(self) -> int | None:
+        """Fragmented output crosses the line a piece at a time (see Line)."""
+        return self.noise.fragment[1] if self.noise.fragment else None
 
     async def _pty_reader(self) -> None:
         """What the host wrote crosses the line (paced) before the session sees it."""
@@ -281,6 +302,101 @@ class Emulator:
             raise ValueError(f"expected garbage or reset, got {kind!r}")
         self._qird_fault = kind
 
+    def lose_command(self, pattern: str, count: int = 1, glue: bool = False) -> None:
+        """The next `count` command lines whose text (without its CR) re.fullmatch `pattern` are
+        lost on the line. glue=False: the module never sees the line (no echo, no answer).
+        glue=True: only its CR is lost, so its text is glued in front of the next command line,
+        which the module then parses whole (usually ERROR). count=0 cancels `pattern`."""
+        regex = _regex(pattern)
+        self._lose_cmd = [r for r in self._lose_cmd if r[0].pattern != pattern]
+        if _count(count):
+            self._lose_cmd.append([regex, _count(count), bool(glue)])
+
+    def lose_answer(self, pattern: str, count: int = 1, part: str = "all") -> None:
+        """The module executes the next `count` command lines that re.fullmatch `pattern`, but
+        part of what it prints for them never reaches the host: "prompt" (the `> ` of a QISEND:
+        the module is in data mode, waiting for the payload), "final" (the final result line
+        only: SEND OK / OK / CLOSE OK, the second stage on two-stage families), "all" (every
+        byte printed for the command: echo, info lines, a +QIRD payload, the final result).
+        URCs the command triggers later (+QIOPEN: ...) are not part of the answer. count=0
+        cancels `pattern`."""
+        if part not in LOSS_PARTS:
+            raise ValueError(f"part must be one of {', '.join(LOSS_PARTS)}, got {part!r}")
+        regex = _regex(pattern)
+        self._lose_ans = [r for r in self._lose_ans if r[0].pattern != pattern]
+        if _count(count):
+            self._lose_ans.append([regex, _count(count), part])
+
+    def _take_loss(self, rules: list[list], line: str) -> object | None:
+        """The third field of the first rule matching `line` (one of its count used), or None."""
+        for rule in rules:
+            if rule[0].fullmatch(line):
+                rule[1] -= 1
+                if not rule[1]:
+                    rules.remove(rule)
+                return rule[2]
+        return None
+
+    def reboot_during(self, pattern: str, boot: str = "silent", count: int = 1) -> None:
+        """The next `count` command lines that re.fullmatch `pattern` make the module restart in
+        the middle of the command: it takes the line (echoes it if echo is on), never answers it,
+        and boots again with its sockets and contexts gone and echo on (ATE1) until the host
+        sends ATE0. boot="silent": nothing is printed at boot; "nordy": the boot URCs without RDY
+        (RDY lost). Counted in `boots`. count=0 cancels `pattern`."""
+        if boot not in BOOT_KINDS:
+            raise ValueError(f"boot must be one of {', '.join(BOOT_KINDS)}, got {boot!r}")
+        regex = _regex(pattern)
+        self._reboot_on = [r for r in self._reboot_on if r[0].pattern != pattern]
+        if _count(count):
+            self._reboot_on.append([regex, _count(count), boot])
+
+    # ---- real-module noise (see noise.py) ---------------------------------------------------
+    def noise_urcs(self, every: int) -> None:
+        """One line boundary of the module's output in `every` (drawn from the seed) gets an
+        unsolicited real-module line (noise.REAL_URCS). 0: off."""
+        self.noise.urc_every = _count(every)
+
+    def noise_fragment(self, lo: int | None, hi: int | None = None) -> None:
+        """Everything the module prints reaches the pty in pieces of lo..hi bytes (sizes drawn
+        from the seed), each a separate write with a trio checkpoint after it, so the host's
+        reads see splits (inside lines, between CR and LF). None: off."""
+        if lo is None:
+            self.noise.fragment = None
+            return
+        hi = lo if hi is None else hi
+        check_range(lo, hi)
+        self.noise.fragment = (lo, hi)
+
+    def noise_garbage(self, n: int) -> None:
+        """`n` junk bytes (any byte but CR, LF and `>`, drawn from the seed) at the next line
+        boundary of the module's output: one junk line, glued to the next line's CR LF."""
+        self.noise.garbage += _count(n)
+
+    def noise_garble(self, flip: int = 0, glue: int = 0) -> None:
+        """At the next `flip` line boundaries, an unsolicited real-module line with one byte
+        flipped; at the next `glue` boundaries, two such lines printed as one (their CR LF lost).
+        The module's own answers are never touched (losing them is lose_answer's job)."""
+        self.noise.flip += _count(flip)
+        self.noise.glue += _count(glue)
+
+    def send_fail_rate(self, rate: float) -> None:
+        """This share (0-1, drawn from the noise seed) of QISENDs answers SEND FAIL (the data is
+        consumed and dropped), on top of send_fail(count)."""
+        if not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ValueError(f"SEND FAIL rate must be between 0 and 1, got {rate!r}")
+        self.noise.send_fail_rate = float(rate)
+
+    def noise_seed(self, seed: int) -> None:
+        """Restart every noise draw from `seed` (the default seed is 0)."""
+        if not isinstance(seed, int):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        self.noise.reseed(seed)
+
+    def noise_off(self) -> None:
+        """No more noise; pending garbage / flip / glue and silent reboots are dropped."""
+        self.noise.off()
+        self._reboot_on = []
+
     def inject(self, data: bytes) -> None:
         """Write raw bytes to the tty as soon as the line is free (between frames)."""
         self._inject_q.append(bytes(data))
@@ -344,6 +460,21 @@ class Emulator:
             "total_recv": sock.total_recv,
             "real_port": sock.real_port,
         }
+
+
+def _regex(pattern: str) -> re.Pattern:
+    if not isinstance(pattern, str) or not pattern:
+        raise ValueError(f"expected a regular expression, got {pattern!r}")
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"bad regular expression {pattern!r}: {exc}") from None
+
+
+def _count(count: int) -> int:
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        raise ValueError(f"count must be an integer >= 0, got {count!r}")
+    return count
 
 
 def _nonneg(name: str, value: float) -> float:

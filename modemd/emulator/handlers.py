@@ -710,7 +710,7 @@ class Handlers:
             if stop == ESC:
                 return None
         if self.s.qisde:
-            await self.s.write(data)
+            await self.s.write(data, boundary=False)
         return data
 
     def accept_send(self, sock: ModSocket, data: bytes) -> bool:
@@ -718,6 +718,8 @@ class Handlers:
         emu = self.emu
         if emu._send_fail > 0:
             emu._send_fail -= 1
+            return False
+        if emu.noise.send_fails():
             return False
         if sock.dead or sock.state != CONNECTED:
             return False
@@ -735,10 +737,10 @@ class Handlers:
         async with s.out_lock:
             if self.emu._interleave:
                 await s.write(BENIGN_URC)
-            await s.write(b"\r\n> ")
+            await s.write_prompt()
             data = await self.read_payload(length)
             result = self.send_result(sock, data, ip, port)
-            await s.write(frame(result))
+            await s.write_final(result)
         return Reply(final=None)
 
     def send_result(self, sock: ModSocket, data: bytes | None, ip: str, port: int) -> str:
@@ -1112,7 +1114,7 @@ class Bc25Handlers(Handlers):
 
     def close_reply(self, cid: int) -> Reply:
         reply = self.ok()
-        reply.after.append(lambda: self.s.urc("CLOSE OK"))
+        reply.stage2 = "CLOSE OK"
         return reply
 
     def qird_header(self, sock: ModSocket, data: bytes) -> str:
@@ -1141,7 +1143,7 @@ class Bc25Handlers(Handlers):
             if result == "ERROR":
                 return Reply(final="ERROR")
             reply = self.ok()
-            reply.after.append(lambda: self.s.urc(result))
+            reply.stage2 = result
             return reply
         return await super().h_QISEND(cmd)
 
@@ -1152,14 +1154,14 @@ class Bc25Handlers(Handlers):
         async with s.out_lock:
             if self.emu._interleave:
                 await s.write(BENIGN_URC)
-            await s.write(b"\r\n> ")
+            await s.write_prompt()
             data = await self.read_payload(length)
             result = self.send_result(sock, data, ip, port)
             if result in ("SEND OK", "SEND FAIL"):
                 await s.write(frame("OK"))
-                s.urc(result)  # second stage, right after this line
+                s.final_urc(result)  # second stage, right after this line
             else:
-                await s.write(frame(result))
+                await s.write_final(result)
         return Reply(final=None)
 
     async def h_QISENDEX(self, cmd: Command) -> Reply:
@@ -1183,7 +1185,7 @@ class Bc25Handlers(Handlers):
             if result == "ERROR":
                 return Reply(final="ERROR")
             reply = self.ok()
-            reply.after.append(lambda: self.s.urc(result))
+            reply.stage2 = result
             return reply
         if sock is None:
             return self.tcpip_error("socket_closed")
@@ -1192,19 +1194,19 @@ class Bc25Handlers(Handlers):
         if self.term == b"\r":
             s.inbuf.drop_lf()
         async with s.out_lock:
-            await s.write(b"\r\n> ")
+            await s.write_prompt()
             raw = await self.read_payload(length)
             try:
                 data = None if raw is None else self.unhex(raw.decode("latin-1"))
             except BadParam:
-                await s.write(frame("ERROR"))
+                await s.write_final("ERROR")
                 return Reply(final=None)
             result = self.send_result(sock, data, "", 0)
             if result in ("SEND OK", "SEND FAIL"):
                 await s.write(frame("OK"))
-                s.urc(result)
+                s.final_urc(result)
             else:
-                await s.write(frame(result))
+                await s.write_final(result)
         return Reply(final=None)
 
     async def h_QIDNSCFG(self, cmd: Command) -> Reply:
@@ -1272,16 +1274,16 @@ class Rg500uHandlers(Handlers):
         if self.term == b"\r":
             s.inbuf.drop_lf()
         async with s.out_lock:
-            await s.write(b"\r\n> ")
+            await s.write_prompt()
             data = await self.read_payload(length)
             result = self.send_result(sock, data, ip, port)
             if result in ("SEND OK", "SEND FAIL"):
                 status = 0 if result == "SEND OK" else 1
                 free = min(sock.tx_free(), 10240)
                 await s.write(frame(f"+QISEND: {sock.cid},{status},{free}"))
-                await s.write(frame("OK"))
+                await s.write_final("OK")
             else:
-                await s.write(frame(result))
+                await s.write_final(result)
         return Reply(final=None)
 
     async def h_QIACTEX(self, cmd: Command) -> Reply:

@@ -12,6 +12,10 @@ deliverer that wakes late delivers everything that is due by then and the next s
 due time, so timer rounding never lowers the rate. trio's sleeps wake on whole milliseconds, so the
 last stretch of each wait is spun (real clock only); a 64-byte frame at 921600 baud arrives after its
 0.7 ms, not after the next millisecond tick.
+
+`slice_bytes()` (optional) overrides the slice: a few bytes per delivery, so that fragmented output
+(Emulator.noise_fragment) crosses the line in pieces spread over time, as a real UART's does. Those
+waits are slept, not spun (too many of them: spinning would keep a CPU busy for the whole transfer).
 """
 
 from __future__ import annotations
@@ -63,20 +67,27 @@ class _Segment:
             return len(self.data)
         return min(len(self.data), max(0, int((now - self.start) * self.rate)))
 
-    def next_due(self) -> float:
-        """When the next slice (or the segment's last byte) has crossed."""
+    def next_due(self, step: int | None = None) -> float:
+        """When the next slice of `step` bytes (default SLICE s; or the segment's last byte) has
+        crossed."""
         if not self.rate:
             return self.start
-        target = min(len(self.data), self.sent + max(1, int(self.rate * SLICE)))
+        target = min(len(self.data), self.sent + (step or max(1, int(self.rate * SLICE))))
         return self.start + target / self.rate
 
 
 class Line:
     """A paced, ordered byte pipe; `rate()` gives bytes/s (0 = unlimited) for bytes sent from now."""
 
-    def __init__(self, deliver: Deliver, rate: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        deliver: Deliver,
+        rate: Callable[[], float],
+        slice_bytes: Callable[[], int | None] | None = None,
+    ) -> None:
         self._deliver = deliver
         self._rate = rate
+        self._slice_bytes = slice_bytes or (lambda: None)
         self._segments: deque[_Segment] = deque()
         self._end = -math.inf  # when the last queued byte will have crossed
         self._ready = trio.Event()
@@ -121,7 +132,11 @@ class Line:
                 self._idle.set()
                 self._ready = trio.Event()
                 await self._ready.wait()
-            await sleep_until_precise(self._segments[0].next_due())
+            step = self._slice_bytes()
+            if step:
+                await trio.sleep_until(self._segments[0].next_due(step))
+            else:
+                await sleep_until_precise(self._segments[0].next_due())
             now = trio.current_time()
             while self._segments:
                 segment = self._segments[0]

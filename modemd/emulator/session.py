@@ -139,6 +139,7 @@ class Context:
 class Reply:
     frames: list[bytes] = field(default_factory=list)
     final: str | None = "OK"  # None: the handler already wrote everything
+    stage2: str | None = None  # two-stage families: the real final result, a URC after `final`
     after: list[Callable[[], object]] = field(default_factory=list)
 
 
@@ -153,6 +154,7 @@ class Session:
         self.done = trio.Event()
         self.inbuf = InputBuffer()
         self.accepting = False  # booted: the UART takes commands
+        self.boot = "normal"  # "silent": print nothing at boot, "nordy": the boot URCs but RDY
         self.stopping = False  # powering down: ignore everything
         self.nursery: trio.Nursery | None = None
         # (frame, set once it is on the line, the socket whose pushed data it carries)
@@ -172,6 +174,10 @@ class Session:
         self.qcfg: dict[str, list[str]] = {}
         self.cgdcont: dict[int, tuple[str, str]] = {}
         self.handlers = handlers_for(self)
+        # fault injection (Emulator.lose_command / lose_answer)
+        self._glued = b""  # command text whose CR was lost: it prefixes the next command line
+        self._loss: str | None = None  # the part of the current command's answer that is lost
+        self._loss_task: trio.lowlevel.Task | None = None  # the task printing that answer
 
     # ---- helpers used by handlers and sockets ---------------------------------------------
     @property
@@ -227,11 +233,45 @@ class Session:
     def out_lock(self) -> trio.Lock:
         return self.emu._out_lock
 
-    async def write(self, data: bytes) -> None:
-        """Write bytes (caller holds out_lock); dropped when hung or powered off."""
-        await self.emu._write(data, self)
+    def _losing(self, *parts: str) -> bool:
+        """The command being answered (by this task) has one of these parts of its answer lost."""
+        return self._loss in parts and trio.lowlevel.current_task() is self._loss_task
 
-    async def write_reply(self, frames: list[bytes], final: str | None) -> None:
+    async def write(self, data: bytes, *, boundary: bool = True) -> None:
+        """Write bytes (caller holds out_lock); dropped when hung or powered off. After a whole
+        frame (CR LF ... CR LF) comes a line boundary, where real-module noise may go
+        (`boundary=False`: bytes that only look like a frame, e.g. a QISDE payload echo)."""
+        if self._losing("all"):
+            return
+        noise, extra = self.emu.noise, b""
+        if boundary and noise.active and data[:2] == b"\r\n" and data[-2:] == b"\r\n":
+            extra = noise.at_boundary()  # drawn now: the noise belongs to the frame written now
+        await self.emu._write(data, self)
+        if extra:
+            await self.emu._write(extra, self)
+
+    async def write_prompt(self) -> None:
+        """The `> ` of a data command (caller holds out_lock)."""
+        if self._losing("prompt"):
+            return
+        await self.write(b"\r\n> ")
+
+    async def write_final(self, line: str) -> None:
+        """A command's final result line (caller holds out_lock)."""
+        if self._losing("final"):
+            return
+        await self.write(frame(line))
+
+    def final_urc(self, line: str) -> None:
+        """The second stage of a two-stage answer (BC25 SEND OK / CLOSE OK), right after the OK."""
+        if self._losing("final", "all"):
+            return
+        self.urc(line)
+
+    async def write_reply(
+        self, frames: list[bytes], final: str | None, *, last: bool = True
+    ) -> None:
+        """Info frames and the final result (`last`: no second stage follows it)."""
         async with self.out_lock:
             for i, fr in enumerate(frames):
                 if i and self.emu._interleave:
@@ -240,7 +280,10 @@ class Session:
             if final is not None:
                 if frames and self.emu._interleave:
                     await self.write(BENIGN_URC)
-                await self.write(frame(final))
+                if last:
+                    await self.write_final(final)
+                else:
+                    await self.write(frame(final))
 
     def urc(self, line: str | bytes) -> None:
         self.urc_frame(frame(line))
@@ -352,6 +395,8 @@ class Session:
                     self.accepting = True
                     nursery.start_soon(self._urc_writer)
                     for line in self.family.boot_urcs:
+                        if self.boot == "silent" or (self.boot == "nordy" and line == "RDY"):
+                            continue
                         if line.startswith("+CPIN:") and not self.emu._sim_ready:
                             line = "+CPIN: NOT INSERTED"
                         if line.startswith("+QIND:") and not self.emu._sim_ready:
@@ -382,17 +427,47 @@ class Session:
                 await self.write_reply([], "ERROR")
                 continue
             line, term = got
-            if self.echo:
-                async with self.out_lock:
-                    await self.write(line + term)
-            i = atparse.find_at(line)
-            if i < 0:
-                continue  # empty line or line noise: modules stay silent
-            text = line[i:].decode("latin-1")
-            self.emu.commands.append(text)
-            if self.emu._turnaround:
-                await trio.sleep(self.emu._turnaround)
-            await self.execute(text[2:], term)
+            emu = self.emu
+            if emu._lose_cmd:
+                glue = emu._take_loss(emu._lose_cmd, line.decode("latin-1"))
+                if glue is not None:  # lost on the line: never seen, or only its CR lost
+                    emu.lost.append(f"command {line.decode('latin-1')}")
+                    if glue:
+                        self._glued += line
+                    continue
+            if self._glued:
+                line, self._glued = self._glued + line, b""
+            part = emu._take_loss(emu._lose_ans, line.decode("latin-1")) if emu._lose_ans else None
+            if part is not None:
+                emu.lost.append(f"{part} {line.decode('latin-1')}")
+            if emu._reboot_on:
+                boot = emu._take_loss(emu._reboot_on, line.decode("latin-1"))
+                if boot is not None:  # restarts in the middle of this command
+                    emu.lost.append(f"reboot {line.decode('latin-1')}")
+                    if self.echo:
+                        async with self.out_lock:
+                            await self.write(line + term)
+                    self.stopping = True  # takes nothing more: it is restarting
+                    emu._reboot_soon(self, str(boot))
+                    continue
+            self._loss, self._loss_task = part, trio.lowlevel.current_task()
+            try:
+                await self._command(line, term)
+            finally:
+                self._loss = None
+
+    async def _command(self, line: bytes, term: bytes) -> None:
+        if self.echo:
+            async with self.out_lock:
+                await self.write(line + term)
+        i = atparse.find_at(line)
+        if i < 0:
+            return  # empty line or line noise: modules stay silent
+        text = line[i:].decode("latin-1")
+        self.emu.commands.append(text)
+        if self.emu._turnaround:
+            await trio.sleep(self.emu._turnaround)
+        await self.execute(text[2:], term)
 
     async def execute(self, text: str, term: bytes) -> None:
         try:
@@ -403,6 +478,7 @@ class Session:
         frames: list[bytes] = []
         after: list[Callable[[], object]] = []
         final: str | None = "OK"
+        stage2: str | None = None
         multi = len(cmds) > 1
         for cmd in cmds:
             reply = await self.handlers.dispatch(cmd, multi=multi, term=term)
@@ -410,9 +486,11 @@ class Session:
                 return  # the handler did its own output (prompt commands)
             frames += reply.frames
             after += reply.after
-            final = reply.final
+            final, stage2 = reply.final, reply.stage2
             if final != "OK":
                 break
-        await self.write_reply(frames, final)
+        await self.write_reply(frames, final, last=stage2 is None)
+        if stage2 is not None:
+            self.final_urc(stage2)
         for fn in after:
             fn()

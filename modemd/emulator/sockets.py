@@ -257,6 +257,10 @@ class ModSocket:
             finally:
                 if err or self.dead:
                     self.close_real()
+            if self.dead and not err:
+                # torn down (QICLOSE, PDP loss, power) in the very tick the connection completed:
+                # whoever killed it has set its state; nothing more to report or serve
+                return
             if err:
                 session.lasterr = err
                 session.urc(f"+QIOPEN: {self.cid},{err}")
@@ -312,15 +316,21 @@ class ModSocket:
         return 0
 
     async def _serve(self) -> None:
+        """Run the socket's tasks on the real socket as it is now. kill() may close it (and clear
+        `self.real`) at any checkpoint, even before a task first runs: each task holds its own
+        reference, and a closed socket ends it quietly (kill() also cancels `self.scope`)."""
+        real = self.real
+        if real is None or self.dead:
+            return
         async with trio.open_nursery() as nursery:
-            if self.service == LISTENER:
-                nursery.start_soon(self._accept_loop)
-            elif self.is_stream:
-                nursery.start_soon(self._stream_reader)
-                nursery.start_soon(self._stream_writer)
+            if isinstance(real, trio.SocketStream):
+                nursery.start_soon(self._stream_reader, real)
+                nursery.start_soon(self._stream_writer, real)
+            elif self.service == LISTENER:
+                nursery.start_soon(self._accept_loop, real)
             else:
-                nursery.start_soon(self._dgram_reader)
-                nursery.start_soon(self._dgram_writer)
+                nursery.start_soon(self._dgram_reader, real)
+                nursery.start_soon(self._dgram_writer, real)
 
     async def _deliver(self, data: bytes, ip: str = "", port: int = 0) -> None:
         """Data from the real socket: push it (direct push) or buffer it (buffer mode)."""
@@ -339,9 +349,7 @@ class ModSocket:
             self.full_reported = True
             self.session.urc(f'+QIURC: "recv",{self.cid},"buff full"')
 
-    async def _stream_reader(self) -> None:
-        stream = self.real
-        assert isinstance(stream, trio.SocketStream)
+    async def _stream_reader(self, stream: trio.SocketStream) -> None:
         while True:
             if self.mode == 1:
                 want = self.session.family.read_max
@@ -358,9 +366,7 @@ class ModSocket:
                 return
             await self._deliver(data)
 
-    async def _stream_writer(self) -> None:
-        stream = self.real
-        assert isinstance(stream, trio.SocketStream)
+    async def _stream_writer(self, stream: trio.SocketStream) -> None:
         while True:
             while not self.tx:
                 self._tx_drained.set()
@@ -378,9 +384,7 @@ class ModSocket:
             del self.tx[: len(chunk)]
             self.written += len(chunk)
 
-    async def _dgram_reader(self) -> None:
-        sock = self.real
-        assert sock is not None and not isinstance(sock, trio.SocketStream)
+    async def _dgram_reader(self, sock: trio.socket.SocketType) -> None:
         while True:
             try:
                 data, addr = await sock.recvfrom(65535)
@@ -392,9 +396,7 @@ class ModSocket:
                 await self.rx.wait_space(len(data))
             await self._deliver(data, addr[0], addr[1])
 
-    async def _dgram_writer(self) -> None:
-        sock = self.real
-        assert sock is not None and not isinstance(sock, trio.SocketStream)
+    async def _dgram_writer(self, sock: trio.socket.SocketType) -> None:
         while True:
             while not self.tx_dgrams:
                 self._tx_drained.set()
@@ -416,10 +418,8 @@ class ModSocket:
                 self.tx_dgrams.popleft()
             self.written += len(data)
 
-    async def _accept_loop(self) -> None:
+    async def _accept_loop(self, sock: trio.socket.SocketType) -> None:
         session = self.session
-        sock = self.real
-        assert sock is not None and not isinstance(sock, trio.SocketStream)
         while True:
             try:
                 conn, addr = await sock.accept()

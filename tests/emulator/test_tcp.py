@@ -362,3 +362,33 @@ async def test_switching_modes_under_a_stream_keeps_its_order(baud, size):
                     await port.urc('+QIURC: "recv",0,')
                     got += (await port.line()).encode()
         assert bytes(got) == payload
+
+
+async def test_socket_torn_down_as_its_connect_completes_ends_quietly(monkeypatch):
+    """A QICLOSE (or PDP loss, power cut) landing in the tick the real connect completes: the
+    socket's tasks must not start on a socket that is already closed (the writer used to
+    assert on `real` being None and crash the emulator)."""
+    from modemd.emulator.sockets import ModSocket
+
+    real_open = ModSocket._open_real
+
+    async def open_then_torn_down(self, ip):
+        err = await real_open(self, ip)
+        self.kill()  # what AT+QICLOSE does to an opening socket, before open_task resumes
+        self.session.forget(self)
+        return err
+
+    monkeypatch.setattr(ModSocket, "_open_real", open_then_torn_down)
+    async with modem() as (emu, port), tcp_server() as (sport, accepted):
+        await port.ok("ATE0")
+        await activate(port)
+        await port.ok(f'AT+QIOPEN=1,0,"TCP","127.0.0.1",{sport},0,0')
+        server = await accepted.receive()
+        with trio.fail_after(5):
+            assert await server.receive_some(10) == b""  # the real socket was closed
+        assert await port.ok("AT+QISTATE") == []  # no +QIOPEN before it: nothing to report
+        assert emu.socket_info(0) is None
+        monkeypatch.undo()
+        await open_client(port, 0, sport)  # the module is fine
+        assert await port.send(0, b"ok") == "SEND OK"
+        assert await recv_exact(await accepted.receive(), 2) == b"ok"
