@@ -14,7 +14,7 @@ from modemd.at.protocol import (
     Unknown,
     UrcEvent,
 )
-from modemd.at.urc import is_urc, parse_urc
+from modemd.at.urc import Registration, is_urc, parse_urc
 
 from .real_lines import CR_ONLY_QIRD, FINALS, NOISE, PUSH_FRAME, SEND_TAILS, STREAMS
 
@@ -165,3 +165,18 @@ def test_a_push_frame_split_anywhere_keeps_its_payload():
         events = feed(proto, pieces)
         assert events[0] == UrcEvent('+QIURC: "recv",0,4', b"test")
         assert isinstance(events[1], Done) and events[1].response.final == "OK"
+
+
+@pytest.mark.parametrize("line,stat", [
+    ("+CGREG: 0,4", 4), ("+CEREG: 2,4", 4), ("+CEREG: 2,0", 0), ("+CREG: 0,5", 5),
+    ("+CEREG: 0,1", 1), ("+CGREG: 4,4", 4),
+    ('+CGREG: 4,5,"66C0","1042","0",,,,"00000000","01100000","00000000"', 5),
+    ('+CREG: 2,1,"00A8","5355E8D",7', 1),
+    # the URC forms: the stat first, then a quoted area code or nothing
+    ('+CEREG: 5,"1A2B","01C3D4E5",7', 5), ("+CEREG: 5", 5), ("+CREG: 1", 1), ("+CEREG: 1,,,7", 1),
+])
+def test_registration_lines_give_the_stat_in_both_forms(line, stat):
+    """A read reply printed on its own (C1-C4) must not read its <n> as the stat: `+CGREG: 0,5`
+    is registered (5), not "not registered" (0)."""
+    urc = parse_urc(line)
+    assert isinstance(urc, Registration) and urc.stat == stat
