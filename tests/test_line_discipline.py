@@ -16,11 +16,13 @@ from modemd import metrics_provider
 from modemd.at.channel import LINE_END_CEIL, AtChannel
 from modemd.at.protocol import Command
 from modemd.at.unsolicited import GARBLED, OTHER, UnsolicitedLines, prefix_of
-from modemd.at.urc import OtherUrc, is_urc, parse_urc
+from modemd.at.urc import OtherUrc, Recv, is_urc, parse_urc
 from modemd.metrics import Metrics
 from modemd.serial import SerialPort
 
+from .conftest import open_stack
 from .real_lines import NOISE, USED
+from .test_channel import activate, echo_server, next_urc
 
 QIRD = Command("AT+QIRD=0,1500", prefix="+QIRD:", payload=True)
 #: the module's chatter the daemon has no use for (RDY, POWERED DOWN, +QIURC make it act)
@@ -264,3 +266,44 @@ def test_unsolicited_prefixes_are_bounded_and_announced_rate_limited():
         stats2.note(f"+A{i}: 1", now=0.0)
     assert stats2.note("+B: 1", now=1.0) == ("+B", False)
     assert stats2.note("+C: 1", now=120.0) == ("+C", True)
+
+
+async def test_emulator_noise_costs_no_warning_and_changes_no_answer(caplog):
+    """The emulator's real-module noise (an unsolicited real line at every line boundary, output in
+    1-16 byte pieces, so also split between CR and LF) through the whole AT stack: every answer
+    exact, a TCP echo byte-exact, nothing logged at WARNING."""
+    caplog.set_level(logging.DEBUG)
+    async with open_stack("bg96") as s:
+        emu = s.emulator
+        emu.noise_seed(13)
+        emu.noise_urcs(1)
+        emu.noise_fragment(1, 16)
+        for _ in range(3):
+            await s.at.at()
+            ident = await s.at.identify()
+            assert ident["model"] == "BG96" and ident["imei"].isdigit()
+            assert (await s.at.ati()).splitlines()[:2] == ["Quectel", "BG96"]
+            assert await s.at.sim_state() == "READY"
+            rssi, _ = await s.at.csq()
+            assert 0 <= rssi <= 99
+        await activate(s.at)
+        async with trio.open_nursery() as nursery:
+            port = await echo_server(nursery)
+            urcs = s.channel.subscribe()
+            await s.at.qiopen_and_wait(1, 0, "TCP", "127.0.0.1", port)
+            payload = b"\r\nOK\r\n> " + os.urandom(1200)
+            assert await s.at.qisend(0, payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = (await s.at.qird(0, 1500)).data
+                if not chunk:
+                    await next_urc(urcs, Recv)
+                    continue
+                got += chunk
+            assert got == payload
+            await s.at.qiclose(0)
+            nursery.cancel_scope.cancel()
+        assert emu.noise.inserted > 20
+        assert s.channel.unsolicited.total > 0
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not loud, [r.getMessage() for r in loud]
