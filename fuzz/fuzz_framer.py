@@ -2,15 +2,24 @@
 """Fuzz the sans-IO AT reader: modemd.at.framer.Framer under modemd.at.protocol.AtProtocol.
 
 Input layout: byte 0 picks the first command in flight (low nibble), the connect_ids in direct-push
-mode (bits 4-6) and small limits (bit 7: max_line 64, max_payload 1500); byte 1 seeds how the rest is cut into chunks; the
-rest is what the "module" sends. Whenever a command ends, the next one of COMMANDS is sent, so QIRD
-(prefix + payload), QISEND (prompt), two-stage BC25 commands and bare-line commands are all in flight
-at some point. Checked after every chunk:
+mode (bits 4-6) and small limits (bit 7: max_line 64, max_payload 1500); byte 1 picks the mode (bit 0)
+and seeds how the rest is cut into chunks (bits 1-7); the rest is what the "module" sends. Whenever a
+command ends, the next one of COMMANDS is sent, so QIRD (prefix + payload), QISEND (prompt), two-stage
+BC25 commands and bare-line commands are all in flight at some point. Modes:
 
-* no exception escapes receive()/next_event()/send()/send_data() (nor parse_urc on each URC);
+* silence (bit 0 clear): after some chunks that leave a CR-terminated line pending, the "channel"
+  reports silence (end_pending_line), as it does for a CR-only module, and goes on;
+* split (bit 0 set): the stream is read whole and cut into chunks; both must give the same events
+  (a line is complete at its LF, or the byte after a CR-only end: never decided on a chunk boundary).
+
+Checked after every chunk:
+
+* no exception escapes receive()/next_event()/send()/send_data()/end_pending_line() (nor parse_urc);
 * framer.buffered <= max_line + max_payload (memory stays bounded whatever the module says);
 * every Done carries a final result that fits its command, and the command is no longer in flight;
-* a prompt is only reported for a command with data; URC payloads only for push-mode connect_ids.
+* a prompt is only reported for a command with data; URC payloads only for push-mode connect_ids;
+* a pending line means the framer holds bytes, and reporting silence completes it (it is no longer
+  pending) without losing the command in flight's place.
 """
 
 from __future__ import annotations
@@ -71,25 +80,26 @@ def check_done(ev: Done, cmd: Command, proto: AtProtocol, max_payload: int) -> N
         assert len(resp.payload) <= max_payload * max(1, len(resp.lines)), len(resp.payload)
 
 
-def test_one_input(data: bytes) -> None:
-    inp = Input(data)
-    head = inp.byte()
-    seed = inp.byte()
+def run(head: int, pieces, silence: int | None) -> list:
+    """Feed `pieces`; with `silence`, report silence after pending lines (every n-th chance)."""
     small = bool(head & 0x80)
     max_line, max_payload = (64, 1500) if small else (4096, MAX_PAYLOAD)
     proto = AtProtocol(max_line, max_payload) if small else AtProtocol()
-    for cid in range(3):
-        if head & (0x10 << cid):
-            proto.set_push(cid, True)
     push_ids = {cid for cid in range(3) if head & (0x10 << cid)}
+    for cid in push_ids:
+        proto.set_push(cid, True)
     index = head & 0x0F
     cmd = COMMANDS[index % len(COMMANDS)]
     wire = proto.send(cmd)
     assert wire.endswith(b"\r") and b"\n" not in wire
     bound = max_line + max_payload
-    for piece in chunks(inp.rest(), seed):
-        proto.receive(piece)
+    out: list = []
+    chance = 0
+
+    def drain() -> None:
+        nonlocal cmd, index
         while (ev := proto.next_event()) is not None:
+            out.append(ev)
             if isinstance(ev, Done):
                 check_done(ev, cmd, proto, max_payload)
                 index += 1
@@ -106,14 +116,44 @@ def test_one_input(data: bytes) -> None:
                 assert isinstance(parse_urc(ev.text, ev.payload), URC_TYPES)
             else:
                 assert isinstance(ev, Unknown), ev
+
+    for piece in pieces:
+        proto.receive(piece)
+        drain()
         assert proto.framer.buffered <= bound, (
             f"framer holds {proto.framer.buffered} bytes > {bound}"
         )
+        if proto.awaiting_line_end:
+            assert proto.framer.buffered > 0
+            chance += 1
+            if silence is not None and chance % silence == 0:
+                before = proto.in_flight
+                assert proto.end_pending_line()
+                drain()
+                assert not proto.awaiting_line_end
+                assert proto.in_flight is before or proto.in_flight is cmd
+        else:
+            assert not proto.end_pending_line()
+    out.append(("end", proto.awaiting_line_end, proto.framer.buffered, proto.in_flight))
     # the channel's recovery paths must work from any state
     proto.abort()
     proto.send(COMMANDS[0])
     proto.reset()
-    assert proto.framer.buffered == 0 and proto.in_flight is None
+    assert proto.framer.buffered == 0 and proto.in_flight is None and not proto.awaiting_line_end
+    return out
+
+
+def test_one_input(data: bytes) -> None:
+    inp = Input(data)
+    head = inp.byte()
+    seed = inp.byte()
+    stream = inp.rest()
+    if seed & 1:
+        whole = run(head, [stream], None)
+        split = run(head, chunks(stream, seed >> 1), None)
+        assert split == whole, "a chunk boundary changed the events"
+    else:
+        run(head, chunks(stream, seed >> 1), 1 + (seed >> 1) % 3)
 
 
 if __name__ == "__main__":

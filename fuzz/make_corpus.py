@@ -9,11 +9,23 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)
 
-# -- framer: head byte (command index | push cids << 4 | small max_line << 7), chunk seed, transcript
+from tests.real_lines import (  # noqa: E402 - every line shape real modules print
+    CR_ONLY_QIRD,
+    FINALS,
+    NOISE,
+    PUSH_FRAME,
+    SEND_TAILS,
+    STREAMS,
+)
+
+# -- framer: head byte (command index | push cids << 4 | small max_line << 7), mode bit 0 and chunk
+# seed (bits 1-7), transcript. Odd seeds: split mode (whole vs chunked); even: silence mode.
 FRAMER = {
     # QIRD with a payload, then QISEND (next command): prompt, SEND OK
     "qird_then_qisend": (0x00, 1, b"\r\n+QIRD: 5\r\nhello\r\n\r\nOK\r\n> \r\nSEND OK\r\n"),
@@ -74,6 +86,43 @@ FRAMER = {
     ),
 }
 
+#: fuzz_framer.COMMANDS index for a command line of tests/real_lines.py
+_INDEX = {"AT+QIRD": 0, "AT+QISEND": 1, "ATI": 3, "AT+QICLOSE": 5, "AT+QISTATE": 6}
+
+
+def _index(text: str) -> int:
+    for head, index in _INDEX.items():
+        if text.startswith(head):
+            return index
+    return 9  # AT: everything else is noise or an unknown line to it
+
+
+def real_framer_seeds() -> dict[str, tuple[int, int, bytes]]:
+    """Every shape of line-shapes.md (tests/real_lines.py) as seeds, in both modes."""
+    seeds: dict[str, tuple[int, int, bytes]] = {}
+    for n, (shape, text, wire, _final, _lines) in enumerate(STREAMS):
+        body = wire + SEND_TAILS.get(shape, b"")
+        seeds[f"real_{shape}_{n}"] = (_index(text), 2 * n + 1, body)
+        seeds[f"real_{shape}_{n}_cut"] = (_index(text), 2 * n, body.replace(b"\r\n", b"\r", 1))
+    for n, (shape, line) in enumerate(NOISE):
+        noise = line.encode("latin-1")
+        body = b"\r\n+QIRD: 4\r\nab\r\n\r\n" + noise + b"\r\n\r\nOK\r\n"
+        seeds[f"noise_{shape}_{n}"] = (0x00, (2 * n + 1) & 0xFF, body)
+        seeds[f"noise_{shape}_{n}_at"] = (0x09, (2 * n) & 0xFF, b"\r\n" + noise + b"\r\n\r\nOK\r\n")
+    every = b"".join(b"\r\n" + line.encode("latin-1") + b"\r\n" for _, line in NOISE)
+    seeds["noise_all"] = (0x09, 3, every + b"\r\nOK\r\n")
+    seeds["noise_all_ati"] = (0x03, 5, b"\r\nQuectel\r\n" + every + b"BG96\r\n\r\nOK\r\n")
+    cr_only = b"".join(line.encode("latin-1") + b"\r" for _, line in NOISE)
+    seeds["cr_only_all"] = (0x09, 4, cr_only + b"OK\r")
+    seeds["cr_only_qird"] = (0x00, 6, b"OK\r" + CR_ONLY_QIRD)
+    seeds["finals_split"] = (
+        0x09, 7, b"".join(b"\r\n" + f.encode() + b"\r" + b"\n" for f in sorted(FINALS))
+    )
+    seeds["push_split"] = (0x19, 9, PUSH_FRAME * 3 + b"\r\nOK\r")
+    seeds["push_silence"] = (0x19, 10, PUSH_FRAME + b'+QIURC: "recv",0,4\r' + b"abcd\r\n")
+    return seeds
+
+
 URC = {
     "recv": b'+QIURC: "recv",0',
     "recv_push": b'+QIURC: "recv",1,1460',
@@ -126,7 +175,7 @@ def write(target: str, name: str, data: bytes) -> None:
 
 
 def main() -> None:
-    for name, (head, seed, body) in FRAMER.items():
+    for name, (head, seed, body) in {**FRAMER, **real_framer_seeds()}.items():
         write("framer", name, bytes([head, seed]) + body)
     for name, line in URC.items():
         write("urc", name, line)

@@ -4,6 +4,7 @@
 #   fuzz/run.sh                 every target, 60 s each
 #   fuzz/run.sh 300             every target, 300 s each
 #   fuzz/run.sh 60 framer urc   only these targets
+#   FUZZ_TAG=a fuzz/run.sh ...  a separate work directory and log (parallel workers of one target)
 #
 # New interesting inputs go to fuzz/.work/<target>/ (not the seed corpus); crashes, leaks and
 # timeouts are written as fuzz/findings/<target>-crash-<sha1> (replay one with
@@ -34,10 +35,10 @@ mkdir -p fuzz/findings
 rc=0
 summary=()
 for t in "${targets[@]}"; do
-  work="fuzz/.work/$t"
-  log="fuzz/.work/$t.log"
+  work="fuzz/.work/$t${FUZZ_TAG:+-$FUZZ_TAG}"
+  log="$work.log"
   mkdir -p "$work"
-  echo "== $t: ${secs}s"
+  echo "== $t${FUZZ_TAG:+ ($FUZZ_TAG)}: ${secs}s, max_len ${FUZZ_MAX_LEN:-8192}"
   dict=()
   [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
   start=$(date +%s)

@@ -250,6 +250,18 @@ class Metrics(Observer):
             "Lines from the module that were neither a response nor a known URC.",
             registry=r,
         )
+        self.unsolicited_lines = Counter(
+            "modemd_unsolicited_lines_total",
+            "Lines the module printed that modemd has no use for (real modules' chatter, a garbled "
+            "echo), by prefix: the line up to ':' (at most 64 prefixes, then 'other').",
+            ["prefix"],
+            registry=r,
+        )
+        self.at_line_end_silences = Counter(
+            "modemd_at_line_end_silences_total",
+            "Lines whose CR was followed by silence instead of LF (a module ending lines with CR).",
+            registry=r,
+        )
         self.at_framing_resyncs = Counter(
             "modemd_at_framing_resyncs_total",
             "Times the AT framing state was reset (module reboot, lost sync).",

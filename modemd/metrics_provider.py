@@ -29,6 +29,9 @@ def _module(daemon, m) -> None:
         age = channel.seconds_since_answer()
         m.set_last_at_response_age(age if age != float("inf") else None)
         m.sync_counter(m.at_framing_resyncs, channel.protocol.counters["resyncs"])
+        for prefix, n in channel.unsolicited.counts.items():
+            m.sync_counter(m.unsolicited_lines, n, prefix)
+        m.sync_counter(m.at_line_end_silences, channel.line_end_silences)
     radio = getattr(daemon, "last_radio", {}).get("signal")
     if radio:
         m.set_signal(radio.get("csq"), radio.get("rssi_dbm"))

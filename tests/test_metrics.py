@@ -66,6 +66,9 @@ def busy_metrics() -> Metrics:
     m.unknown_line("garbage")
     m.urc_dropped(Recv(1))
     m.framing_resync()
+    m.sync_counter(m.unsolicited_lines, 3, "+QIND")
+    m.sync_counter(m.unsolicited_lines, 1, "Call Ready")
+    m.sync_counter(m.at_line_end_silences, 2)
     m.declare_forwards(["mqtt", "api"])
     m.connection_opened("mqtt")
     m.forwarded("mqtt", "to_module", 1500)
@@ -103,6 +106,7 @@ def test_every_metric_is_exposed_with_expected_names():
         "modemd_at_command_duration_seconds_bucket", "modemd_at_command_timeouts_total",
         "modemd_at_results_total", "modemd_at_urcs_total", "modemd_at_unknown_lines_total",
         "modemd_at_framing_resyncs_total", "modemd_at_urcs_dropped_total",
+        "modemd_unsolicited_lines_total", "modemd_at_line_end_silences_total",
         "modemd_forward_bytes_total", "modemd_connections_opened_total",
         "modemd_connections_closed_total", "modemd_connections_failed_total",
         "modemd_connections_active", "modemd_connect_ids_in_use", "modemd_connect_ids_available",

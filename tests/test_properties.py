@@ -50,6 +50,10 @@ from modemd.proxy.socks5_parser import (
 )
 from modemd.validate import check_hostname
 
+from .real_lines import CR_ONLY_QIRD, PUSH_FRAME
+from .real_lines import LINES as REAL_LINES
+from .real_lines import STREAMS as REAL_STREAMS
+
 URC_TYPES = Urc.__args__
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -179,6 +183,67 @@ def test_superscript_digit_length_is_not_a_crash(digit):
     proto.receive(f"\r\n+QIRD: {digit}\r\n\r\nOK\r\n".encode("latin-1"))
     ev = proto.next_event()
     assert isinstance(ev, Done) and ev.response.final == "OK" and ev.response.payload is None
+
+
+def events_of(pieces: list[bytes], start: int, push: set[int], max_line: int = 4096) -> list:
+    """Every event of the stream, answering as the channel does (the next command after each Done)."""
+    proto = AtProtocol(max_line)
+    for cid in push:
+        proto.set_push(cid, True)
+    index = start
+    proto.send(COMMANDS[index % len(COMMANDS)])
+    out = []
+    for piece in pieces:
+        proto.receive(piece)
+        while (ev := proto.next_event()) is not None:
+            out.append(ev)
+            if isinstance(ev, Done):
+                index += 1
+                proto.send(COMMANDS[index % len(COMMANDS)])
+    out.append(("pending", proto.awaiting_line_end, proto.framer.buffered))
+    if proto.end_pending_line():
+        while (ev := proto.next_event()) is not None:
+            out.append(ev)
+    return out
+
+
+REAL_PIECES = (
+    [line.encode("latin-1") for _, line in REAL_LINES]
+    + [wire for _, _, wire, _, _ in REAL_STREAMS]
+    + [PUSH_FRAME, CR_ONLY_QIRD, b"+QIURC: \"recv\",0,5", b"+QIRD: 5", b"> ", b">", b" "]
+    + [b"OK", b"SEND OK", b"ERROR", b"CLOSE OK"]
+)
+ENDS = [b"\r\n", b"\r\r\n", b"\n", b"\r", b"\r\n\r\n", b""]
+real_streams = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(REAL_PIECES), st.sampled_from(ENDS)).map(lambda t: t[0] + t[1]),
+        st.binary(max_size=8),
+    ),
+    max_size=30,
+).map(b"".join)
+
+
+@given(
+    stream=real_streams,
+    cuts=st.lists(st.integers(0, 5000), max_size=16),
+    start=st.integers(0, len(COMMANDS) - 1),
+    push=st.sets(st.integers(0, 2)),
+    small=st.booleans(),
+)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(stream=b"\r\nOK\r\n", cuts=[5], start=6, push=set(), small=False)  # split CR | LF
+@example(stream=b'\r\n+QIURC: "recv",0,4\r\ntest\r\n', cuts=[8, 14, 22, 23], start=6, push={0},
+         small=False)  # split inside the recv header, between its CR and LF and in the payload
+def test_any_split_of_real_module_output_gives_the_same_events(stream, cuts, start, push, small):
+    """The line discipline decides nothing on a chunk boundary: a line is complete at its LF (or
+    at the byte after a CR-only end), so the events of a split stream are those of the whole one,
+    including whether a line is left pending."""
+    max_line = 64 if small else 4096
+    whole = events_of([stream], start, push, max_line)
+    split = events_of(chunked(stream, cuts), start, push, max_line)
+    ones = events_of([stream[i : i + 1] for i in range(len(stream))], start, push, max_line)
+    assert split == whole
+    assert ones == whole
 
 
 # -- URCs ----------------------------------------------------------------------------------------

@@ -74,10 +74,82 @@ def test_framer_lines_prompt_payload():
 def test_framer_cr_then_lf_in_next_chunk_before_payload():
     f = Framer()
     f.feed(b"+QIRD: 2\r")
+    assert f.next_event() is None and f.line_pending  # complete at its LF, not at its CR
+    f.feed(b"\n\nX")
+    assert f.next_event() == Line("+QIRD: 2") and not f.line_pending
+    f.expect_payload(2)
+    assert f.next_event() == Payload(b"\nX")
+
+
+def test_framer_line_is_complete_at_its_lf():
+    f = Framer()
+    f.feed(b"\r\nOK\r")
+    assert f.next_event() is None and f.line_pending
+    f.feed(b"\n")
+    assert f.next_event() == Line("OK") and not f.line_pending and not f.cr_only
+
+
+def test_framer_cr_only_line_end_is_complete_at_the_next_byte():
+    f = Framer()
+    f.feed(b"OK\r")
+    assert f.next_event() is None and f.line_pending
+    f.feed(b"+CSQ: 1,2\r")
+    assert f.next_event() == Line("OK")
+    assert f.next_event() is None and f.line_pending
+
+
+def test_framer_pending_line_ended_by_silence_and_a_late_lf_is_dropped():
+    f = Framer()
+    f.feed(b"+QIRD: 3\r")
+    assert f.next_event() is None
+    assert f.end_pending_line()
+    assert f.next_event() == Line("+QIRD: 3")
+    assert not f.end_pending_line()  # nothing pending any more
+    f.expect_payload(3)
+    f.feed(b"\nabc\r\n")  # the LF was only late: it is not payload
+    assert f.next_event() == Payload(b"abc")
+    assert not f.cr_only
+
+
+def test_framer_remembers_a_cr_only_module_until_it_sees_cr_lf():
+    f = Framer()
+    f.feed(b"A\rB\r")
+    assert f.next_event() == Line("A")
+    assert f.next_event() is None and f.line_pending and not f.cr_only
+    f.end_pending_line()
+    assert f.next_event() == Line("B") and f.cr_only
+    f.feed(b"C\r")  # known CR-only: no wait
+    assert f.next_event() == Line("C") and not f.line_pending
+    f.feed(b"+QIRD: 2\r\rX\r")  # and a payload follows its header's CR exactly
     assert f.next_event() == Line("+QIRD: 2")
     f.expect_payload(2)
-    f.feed(b"\n\nX")
-    assert f.next_event() == Payload(b"\nX")
+    assert f.next_event() == Payload(b"\rX")
+    f.feed(b"D\r\n")
+    assert f.next_event() == Line("D") and not f.cr_only
+
+
+def test_framer_echo_cr_cr_lf_is_one_line_end():
+    f = Framer()
+    for piece in (b"AT", b"\r", b"\r"):
+        f.feed(piece)
+        assert f.next_event() is None
+    f.feed(b"\n+QIRD: 1\r\n")
+    assert f.next_event() == Line("AT") and f.cr_only_ends == 0
+    assert f.next_event() == Line("+QIRD: 1")
+    f.expect_payload(1)
+    f.feed(b"Z\r\n")
+    assert f.next_event() == Payload(b"Z")
+
+
+def test_framer_prompt_forms():
+    for wire in (b"> ", b">", b"\r\n>", b"\r\n>\r\n", b"\r\n> \r\n", b">\r"):
+        f = Framer()
+        f.expect_prompt()
+        f.feed(wire)
+        assert f.next_event() == Prompt(), wire
+        f.feed(b" \r\nSEND OK\r\n")  # a lone space left over as a line (A8) is dropped
+        assert f.next_event() == Line("SEND OK"), wire
+        assert f.next_event() is None
 
 
 def test_framer_bounds_garbage_without_newline():

@@ -7,6 +7,11 @@ Two tasks share one sans-IO AtProtocol:
   a final result is parsed it finishes the command and writes the next queued one (manual note 1:
   the next command only after the final result of the previous one; with `submit(after=...)` a
   socket keeps its next QISEND queued, so nothing stands between SEND OK and the next command);
+- a line, and so a final result, is complete at its LF: when the last byte read is a line's CR, the
+  reader waits a few character times for the LF (nothing is written meanwhile, so a module whose
+  output is split between CR and LF never receives the next command while still printing); silence
+  instead means a module that ends lines with CR only, and the CR ends the line. Lines modemd has no
+  use for (real modules' chatter) are counted per prefix (`unsolicited`) and logged at DEBUG;
 - `submit` writes a command at once when the channel is idle (no task switch to the writer either);
   the writer writes what the tty did not take at once and enforces each command's deadline.
 
@@ -68,7 +73,8 @@ from .protocol import (
     Unknown,
     UrcEvent,
 )
-from .urc import ModuleReady, PoweredDown, Recv, Urc, parse_urc
+from .unsolicited import UnsolicitedLines
+from .urc import ModuleReady, OtherUrc, PoweredDown, Recv, Urc, parse_urc
 
 log = logging.getLogger("modemd.at")
 
@@ -79,6 +85,12 @@ PROBE_TIMEOUT = 1.0  # one probe `AT` (a "300 ms" command, seeds-comparison §2.
 PROBES = 3           # the probe series: all unanswered -> the module is silent
 PROBE_TEXT = "AT"    # V.250's attention command: the only command line the channel writes itself
 FILLER = b"\0"       # completes a data phase whose `>` was lost (never the client's bytes)
+#: how long the reader waits for the LF of a line that ended in CR before it takes the CR as the
+#: line's end (a CR-only module): a few character times at the measured line rate, but at least
+#: LINE_END_FLOOR (a USB frame, a tty's burst) and at most LINE_END_CEIL
+LINE_END_CHARS = 4
+LINE_END_FLOOR = 0.003
+LINE_END_CEIL = 0.05
 
 
 class AtError(Exception):
@@ -216,6 +228,9 @@ class AtChannel:
         self.push_sink: Callable[[Recv], None] | None = None
         # ... and the connect_id whose pushed data was corrupted (its connection cannot go on)
         self.push_corrupt_sink: Callable[[int], None] | None = None
+        # lines modemd has no use for, per prefix (modemd_unsolicited_lines_total)
+        self.unsolicited = UnsolicitedLines()
+        self.line_end_silences = 0  # lines whose CR was followed by silence (a CR-only module)
 
     # -- public API ---------------------------------------------------------------------------
     async def command(self, command: Command, *, check: bool = True) -> Response:
@@ -339,7 +354,12 @@ class AtChannel:
         data = None
         while True:
             if not data:
-                data = await self.transport.receive_some(65536)
+                if self.protocol.awaiting_line_end:
+                    data = await self._line_end_or_silence()
+                    if not data:
+                        continue
+                else:
+                    data = await self.transport.receive_some(65536)
             self.last_rx = now = trio.current_time()
             self.protocol.receive(data)
             while (event := self.protocol.next_event()) is not None:
@@ -356,6 +376,33 @@ class AtChannel:
                     if not data:
                         pacer.nothing_read()
 
+    def line_end_wait(self) -> float:
+        """Seconds to wait for the LF after a line's CR: a few character times."""
+        rate = self.pacer.rate
+        wait = LINE_END_CHARS / rate if rate else 0.0
+        return min(max(wait, LINE_END_FLOOR), LINE_END_CEIL)
+
+    async def _line_end_or_silence(self) -> bytes | None:
+        """The last line read ends in CR: a final result is complete only at its LF, so nothing
+        is written before the LF (or any next byte) is read. Silence for a few character times
+        instead means a module that ends its lines with CR only: the CR ended the line."""
+        with trio.move_on_after(self.line_end_wait()):
+            return await self.transport.receive_some(65536)
+        self.line_end_silences += 1
+        self.protocol.end_pending_line()
+        while (event := self.protocol.next_event()) is not None:
+            self._dispatch(event)
+        return None
+
+    def _unsolicited(self, text: str) -> None:
+        """A line modemd has no use for: counted per prefix, at DEBUG; a new prefix once at INFO."""
+        prefix, announce = self.unsolicited.note(text, trio.current_time())
+        if announce:
+            log.info("the module prints %r lines modemd has no use for (e.g. %r): counted in "
+                     "modemd_unsolicited_lines_total, logged at debug", prefix, text[:120])
+        else:
+            log.debug("unsolicited line from module: %r", text[:200])
+
     def _dispatch(self, event: object) -> None:
         if isinstance(event, UrcEvent):
             urc = parse_urc(event.text, event.payload)
@@ -365,6 +412,8 @@ class AtChannel:
                 if self.push_corrupt_sink is not None and isinstance(urc, Recv):
                     self.push_corrupt_sink(urc.connect_id)
                 return
+            if isinstance(urc, OtherUrc):
+                self._unsolicited(urc.text)
             if event.payload is not None and self.push_sink is not None and isinstance(urc, Recv):
                 self.observer.urc(urc)
                 self.push_sink(urc)
@@ -384,8 +433,11 @@ class AtChannel:
             self.last_final = trio.current_time()
             self._end_current(response=event.response)
         elif isinstance(event, Unknown):
-            log.warning("unexpected line from module: %r", event.text[:200])
             self.observer.unknown_line(event.text)
+            if event.text.startswith("<"):  # the protocol's marker: payload bytes were discarded
+                log.warning("module output discarded: %s", event.text)
+            else:  # real modules' chatter, a garbled echo, a late answer: normal on a real line
+                self._unsolicited(event.text)
 
     def _publish(self, urc: Urc) -> None:
         self.observer.urc(urc)

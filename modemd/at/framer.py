@@ -2,8 +2,20 @@
 
 It owns no socket, no clock and no trio. Its owner (the protocol) says what comes next: a `>` prompt
 (after `AT+QISEND=id,len`) or exactly N payload bytes (after `+QIRD: N` or a direct-push `recv` URC).
-Everything else is a line, ended by CR or LF; empty lines are dropped. The modules end every payload
-with CR LF: any other byte right after one means the payload ran longer than announced (`Overrun`).
+Everything else is a line; empty lines (and lines of spaces, like the one a prompt's trailing space
+leaves) are dropped. The modules end every payload with CR LF: any other byte right after one means
+the payload ran longer than announced (`Overrun`).
+
+Line discipline (V.250: S3 S4, i.e. CR LF). A line is complete at its LF, never at its CR alone, so a
+final result code is only reported once the module has finished printing it:
+
+* ``text LF``, ``text CR LF`` and ``text CR CR LF`` (an echo carries the host's CR) end a line;
+* ``text CR x``, where x is any other byte, is a CR-only line end: the line is complete at once;
+* ``text CR`` (or ``text CR CR``) as the last bytes buffered is *pending* (`line_pending`): the next
+  byte decides. If nothing comes for a few character times, the owner calls `end_pending_line()`: a
+  module that ends its lines with CR only is recognised by the absence of the LF, never by a guess.
+  An LF that arrives after all is dropped. After two CR-only line ends in a row (and no CR LF since)
+  the module is taken to be CR-only (`cr_only`): a CR ends a line at once, until a CR LF is seen.
 """
 
 from __future__ import annotations
@@ -12,6 +24,9 @@ from dataclasses import dataclass
 
 CR, LF = 0x0D, 0x0A
 PROMPT = 0x3E  # '>'
+SPACE = 0x20
+#: consecutive CR-only line ends (no CR LF between) after which the module is taken to be CR-only
+CR_ONLY_AFTER = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,13 +66,20 @@ class Framer:
         self._max_line = max_line
         self._payload_left: int | None = None
         self._prompt = False
-        self._skip_lf = False
-        self._check_end = False  # a payload was just taken: a line end must follow it
+        self._skip_lf = False      # a line was ended at its CR: an LF right after belongs to it
+        self._skip_space = False   # a `>` prompt was the last byte: a space right after is its own
+        self._check_end = False    # a payload was just taken: a line end must follow it
+        self._pending = False      # the buffer ends in a line whose CR waits for its next byte
+        self._end_pending = False  # the owner saw silence after that CR: it ends the line
+        self._cr_only_run = 0      # CR-only line ends since the last CR LF
         self.truncations = 0
         self.overruns = 0
+        self.cr_only_ends = 0      # lines ended by a CR without LF (stats)
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
+        if data:
+            self._buf += data
+            self._pending = self._end_pending = False  # the new bytes decide
 
     def expect_payload(self, size: int) -> None:
         """The next `size` bytes (after the current line's terminator) are payload."""
@@ -70,6 +92,26 @@ class Framer:
     def awaiting_end(self) -> bool:
         """A payload was just taken and the byte after it (the line end) has not arrived yet."""
         return self._check_end
+
+    @property
+    def line_pending(self) -> bool:
+        """A line ended by CR is buffered and the byte after the CR has not arrived: it is either
+        an LF still on its way (the normal case) or nothing (a CR-only module). Valid after
+        next_event() returned None."""
+        return self._pending
+
+    @property
+    def cr_only(self) -> bool:
+        """The module was seen ending lines with CR only (and no CR LF since)."""
+        return self._cr_only_run >= CR_ONLY_AFTER
+
+    def end_pending_line(self) -> bool:
+        """No byte came after the pending line's CR for a few character times: the CR ended it
+        (next_event() returns it). False if no line is pending."""
+        if not self._pending:
+            return False
+        self._end_pending = True
+        return True
 
     @property
     def payload_missing(self) -> int:
@@ -87,11 +129,14 @@ class Framer:
         self._buf.clear()
         self._payload_left = None
         self._prompt = False
-        self._skip_lf = False
+        self._skip_lf = self._skip_space = False
         self._check_end = False
+        self._pending = self._end_pending = False
+        self._cr_only_run = 0
 
     def next_event(self) -> Event | None:
         """Return the next complete event, or None when more bytes are needed."""
+        self._pending = False
         while True:
             event = self._next()
             if not (isinstance(event, Line) and not event.text):
@@ -107,7 +152,12 @@ class Framer:
         if self._skip_lf and buf:
             if buf[0] == LF:
                 del buf[0]
+                self._cr_only_run = 0  # the LF was only late: not a CR-only module after all
             self._skip_lf = False
+        if self._skip_space and buf:
+            if buf[0] == SPACE:
+                del buf[0]
+            self._skip_space = False
         if self._payload_left is not None:
             return self._take_payload()
         while buf and buf[0] in (CR, LF):
@@ -116,7 +166,9 @@ class Framer:
             return None
         if self._prompt and buf[0] == PROMPT:
             self._prompt = False
-            del buf[:2 if len(buf) > 1 and buf[1] == 0x20 else 1]
+            if len(buf) == 1:
+                self._skip_space = True  # its trailing space may still come
+            del buf[:2 if len(buf) > 1 and buf[1] == SPACE else 1]
             return Prompt()
         return self._take_line()
 
@@ -133,24 +185,54 @@ class Framer:
 
     def _take_line(self) -> Line | None:
         buf = self._buf
-        cr = buf.find(b"\r", 0, self._max_line + 1)
-        lf = buf.find(b"\n", 0, self._max_line + 1)
-        ends = [i for i in (cr, lf) if i >= 0]
-        if not ends:
+        window = self._max_line + 1
+        cr = buf.find(b"\r", 0, window)
+        lf = buf.find(b"\n", 0, window)
+        if cr < 0 and lf < 0:
             if len(buf) <= self._max_line:
                 return None
             self.truncations += 1
             text = buf[: self._max_line].decode("latin-1")
             del buf[: self._max_line]
             return Line(text, truncated=True)
-        end = min(ends)
-        text = buf[:end].decode("latin-1").strip(" ")
-        if buf[end] == CR:
-            if end + 1 < len(buf):
-                del buf[: end + (2 if buf[end + 1] == LF else 1)]
-            else:
-                del buf[: end + 1]
-                self._skip_lf = True
-        else:
-            del buf[: end + 1]
+        if cr < 0 or 0 <= lf < cr:  # text LF
+            text = buf[:lf].decode("latin-1").strip(" ")
+            del buf[: lf + 1]
+            return Line(text)
+        size = self._cr_end(cr)
+        if size is None:
+            self._pending = True
+            return None
+        text = buf[:cr].decode("latin-1").strip(" ")
+        del buf[: cr + size]
         return Line(text)
+
+    def _cr_end(self, cr: int) -> int | None:
+        """How many bytes end the line whose first CR is at `cr` (None: not known yet)."""
+        buf = self._buf
+        n = len(buf)
+        if cr + 1 < n and buf[cr + 1] == LF:
+            self._cr_only_run = 0
+            return 2  # CR LF
+        if self.cr_only:
+            # a known CR-only module: its CR ends the line, at once (an LF right after it, even
+            # in a later read, still belongs to it and shows the module is not CR-only after all)
+            if cr + 1 >= n:
+                self._skip_lf = True
+            self.cr_only_ends += 1
+            return 1
+        if cr + 2 < n and buf[cr + 1] == CR and buf[cr + 2] == LF:
+            self._cr_only_run = 0
+            return 3  # CR CR LF: an echo, with the host's CR
+        if cr + 1 >= n or (cr + 2 >= n and buf[cr + 1] == CR):
+            # the last byte(s) buffered: the next one decides, unless the owner saw silence
+            if not self._end_pending:
+                return None
+            self._end_pending = False
+            self._skip_lf = True  # an LF arriving after all still belongs to this line
+            size = n - cr
+        else:
+            size = 1  # CR then another byte (a second CR, if any, is an empty line)
+        self.cr_only_ends += 1
+        self._cr_only_run += 1
+        return size

@@ -6,9 +6,16 @@ lines that arrive are classified and how the next bytes are framed:
 
 1. a line starting with the command's own prefix belongs to it (and may announce a payload);
 2. else a line with a URC prefix is a URC (at every line boundary, also mid-response);
-3. else an echo of the command is dropped, a final result code ends the command;
-4. else, for commands with bare information lines (ATI, AT+CGMM), it belongs to the command;
+3. else an echo of the command is dropped (also a garbled one, "TATE0"), a final result code ends
+   the command;
+4. else, for commands with bare information lines (ATI, AT+CGMM), it belongs to the command, unless
+   it is a `+NAME:` line of another command than the one sent (a real module's chatter, `+QGPSURC:`,
+   arriving during ATI is not part of the identity);
 5. anything else is an unknown line: counted and reported, never glued into a result.
+
+A line, and so a final result code, is complete at its LF (framer.py): while the CR of the last line
+buffered waits for its next byte, `awaiting_line_end` is true, and the caller that has heard nothing
+more for a few character times calls `end_pending_line()` (a module that ends lines with CR only).
 """
 
 from __future__ import annotations
@@ -177,6 +184,17 @@ class AtProtocol:
         self.framer.feed(data)
 
     @property
+    def awaiting_line_end(self) -> bool:
+        """The last line buffered ends in a CR whose next byte has not arrived (an LF on its way,
+        or a CR-only module): wait a few character times, then call end_pending_line()."""
+        return self.framer.line_pending
+
+    def end_pending_line(self) -> bool:
+        """Silence after the pending line's CR: it was the line's end. next_event() then returns
+        what that line means (a final result, a URC...). False if no line was pending."""
+        return self.framer.end_pending_line()
+
+    @property
     def payload_missing(self) -> int:
         """Payload bytes announced (`+QIRD: N`, a pushed `recv`) but not received yet."""
         return self.framer.payload_missing
@@ -244,7 +262,7 @@ class AtProtocol:
         if cmd is None:
             self.counters["unknown_lines"] += 1
             return Unknown(text)
-        if text.upper() == cmd.text.upper():
+        if _is_echo(text, cmd):
             self.counters["echo_lines"] += 1
             return None
         final = self._final(cmd, text)
@@ -252,7 +270,7 @@ class AtProtocol:
             return None
         if final is not None:
             return final
-        if cmd.bare_lines:
+        if cmd.bare_lines and _own_bare_line(text, cmd):
             assert self._response is not None
             self._response.lines.append(text)
             return None
@@ -312,6 +330,29 @@ class AtProtocol:
 
 
 _CONSUMED = object()
+
+
+def _own_bare_line(text: str, cmd: Command) -> bool:
+    """A bare information line of `cmd`: any line but a `+NAME:` one whose +NAME the command line
+    does not contain (`modemctl at AT+CSQ` gets `+CSQ: 20,99`; ATI never gets `+CGREG: 1`)."""
+    if not text.startswith("+") or ":" not in text:
+        return True
+    head = text.split(":", 1)[0].upper()
+    sent = cmd.text.upper()
+    at = sent.find(head)
+    while at >= 0:
+        end = at + len(head)
+        if end == len(sent) or not (sent[end].isalnum() or sent[end] in "&_"):
+            return True
+        at = sent.find(head, end)
+    return False
+
+
+def _is_echo(text: str, cmd: Command) -> bool:
+    """The command line coming back (echo on, e.g. again after a silent reboot), also with a
+    byte or two of line noise in front of it ("TATE0" for ATE0)."""
+    line, sent = text.upper(), cmd.text.upper()
+    return line == sent or (len(line) <= len(sent) + 2 and line.endswith(sent))
 
 
 def _first_int(text: str) -> int | None:

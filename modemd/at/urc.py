@@ -29,8 +29,18 @@ URC_PREFIXES = (
     "+QCSCON:",
     "+QSIMSTAT:",
     "+QNETDEVSTATUS:",
+    # real modules' chatter that modemd has no use for (line-shapes.md B-C): recognised as URCs at
+    # every line boundary so that they never end up in a response, then only counted
+    "+QGPSURC:",
+    "+QNITZ:",
+    "+CTZE:",
+    "+CTZV:",
+    "+CDSI:",
+    "+CMTI:",
+    "+QMTSTAT:",
+    "+QMTRECV:",
 )
-URC_WORDS = ("RDY", "APP RDY", "POWERED DOWN", "NORMAL POWER DOWN", "RING")
+URC_WORDS = ("RDY", "APP RDY", "POWERED DOWN", "NORMAL POWER DOWN", "RING", "Call Ready", "SMS Ready")
 
 
 def is_urc(text: str) -> bool:
@@ -271,7 +281,12 @@ def _qiactex(text: str, f: list[str], data: bytes | None) -> Urc:
 
 def _registration(text: str, f: list[str], data: bytes | None) -> Urc:
     kind = text[1 : text.index(":")]
-    # URC form "+CEREG: <stat>[,...]" has the stat first; a polled answer "<n>,<stat>" is a response.
+    # URC form "+CEREG: <stat>[,"<tac>",...]" has the stat first. The read reply "<n>,<stat>[,...]"
+    # (real modules print it on their own too, and a late one arrives after its command gave up)
+    # has a bare number second, where the URC has a quoted area code or nothing.
+    raw = after_prefix(text).split(",")
+    if len(raw) >= 2 and raw[1].strip().isascii() and raw[1].strip().isdigit():
+        return Registration(kind, to_int(raw[1].strip()))
     return Registration(kind, to_int(f[0]))
 
 
