@@ -13,12 +13,19 @@ connect_ids. They meet here, so neither imports the other:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import trio
 
 from .at.commands import QuectelAt
 from .profiles import Profile
+
+log = logging.getLogger("modemd.supervisor")
+
+
+OPEN_FAILURES_TO_CYCLE = 5   # flowchart §1.1: 5 consecutive failed QIOPENs -> QIDEACT + QIACT
+CYCLE_MIN_INTERVAL = 300.0   # s between two cycles asked for by failed opens (one per 5 min)
 
 
 @dataclass
@@ -28,7 +35,14 @@ class ContextInfo:
     addresses: tuple[str, ...] = ()
     up_event: trio.Event = field(default_factory=trio.Event)
     lost_event: trio.Event = field(default_factory=trio.Event)
-    open_failures: int = 0
+    # consecutive failed opens: the remote of each ("" for a failure that implicates the context)
+    failed_opens: list[str] = field(default_factory=list)
+    last_open_cycle: float = -CYCLE_MIN_INTERVAL
+    cycles_suppressed: int = 0
+
+    @property
+    def open_failures(self) -> int:
+        return len(self.failed_opens)
 
 
 class ModemLink:
@@ -59,7 +73,7 @@ class ModemLink:
             return
         ctx.up, ctx.addresses = True, addresses
         ctx.lost_event = trio.Event()
-        ctx.open_failures = 0
+        ctx.failed_opens.clear()
         ctx.up_event.set()
 
     def context_down(self, context_id: int) -> None:
@@ -89,15 +103,34 @@ class ModemLink:
         """The Event that fires when the sockets of this context must be reset."""
         return self.context(context_id).lost_event
 
-    def report_open(self, context_id: int, ok: bool) -> None:
+    def report_open(self, context_id: int, ok: bool, remote: str = "") -> None:
+        """A QIOPEN succeeded (ok) or failed. `remote`: the failure may be that remote's fault
+        (host:port); "" when it implicates the context or the module. Five failures in a row ask
+        for a PDP cycle when they implicate the context or reached more than one remote, at most
+        once per CYCLE_MIN_INTERVAL."""
         ctx = self.context(context_id)
         if ok:
-            ctx.open_failures = 0
+            ctx.failed_opens.clear()
             return
-        ctx.open_failures += 1
-        if ctx.open_failures >= 5:  # flowchart: 5 consecutive failed opens -> QIDEACT + QIACT
-            ctx.open_failures = 0
-            try:
-                self._cycle_in.send_nowait(context_id)
-            except trio.WouldBlock:
-                pass
+        ctx.failed_opens.append(remote)
+        if len(ctx.failed_opens) < OPEN_FAILURES_TO_CYCLE:
+            return
+        remotes = set(ctx.failed_opens)
+        ctx.failed_opens.clear()
+        if "" not in remotes and len(remotes) < 2:
+            log.info("context %d: %d failed opens in a row, all to %s: that remote's trouble, "
+                     "not the context's (no PDP cycle)", context_id, OPEN_FAILURES_TO_CYCLE,
+                     remotes.pop())
+            return
+        now = trio.current_time()
+        if now - ctx.last_open_cycle < CYCLE_MIN_INTERVAL:
+            ctx.cycles_suppressed += 1
+            log.warning("context %d: %d failed opens in a row, but the last PDP cycle for failed "
+                        "opens was %.0f s ago (at most one per %.0f s)", context_id,
+                        OPEN_FAILURES_TO_CYCLE, now - ctx.last_open_cycle, CYCLE_MIN_INTERVAL)
+            return
+        ctx.last_open_cycle = now
+        try:
+            self._cycle_in.send_nowait(context_id)
+        except trio.WouldBlock:
+            pass

@@ -225,7 +225,9 @@ async def test_open_timeout_closes_the_id_and_reports(mock_clock):
         blocker.close()
 
 
-async def test_five_failed_opens_ask_for_a_pdp_cycle():
+async def test_five_failed_opens_to_one_dead_remote_cycle_nothing():
+    """565/566 to one remote are that remote's trouble: no PDP cycle (it would reset the healthy
+    connections of every other forward)."""
     async with modem() as rig:
         port = free_port()  # nobody listens
         for _ in range(5):
@@ -233,8 +235,19 @@ async def test_five_failed_opens_ask_for_a_pdp_cycle():
                 await rig.manager.open_client(1, "TCP", "127.0.0.1", port)
             assert info.value.reason == "socket_connect_failed"
             assert info.value.code == 566
-        assert rig.link.cycle_requests.receive_nowait() == 1
+        with pytest.raises(trio.WouldBlock):
+            rig.link.cycle_requests.receive_nowait()
         assert rig.manager.stats.open_failed["socket_connect_failed"] == 5
+        assert rig.manager.ids_in_use == 0
+
+
+async def test_five_failed_opens_to_two_remotes_ask_for_a_pdp_cycle():
+    async with modem() as rig:
+        ports = [free_port(), free_port()]  # nobody listens on either
+        for i in range(5):
+            with pytest.raises(OpenError):
+                await rig.manager.open_client(1, "TCP", "127.0.0.1", ports[i % 2])
+        assert rig.link.cycle_requests.receive_nowait() == 1
         assert rig.manager.ids_in_use == 0
 
 

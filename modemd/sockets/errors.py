@@ -22,6 +22,21 @@ COMMAND_LOST = "command_lost"      # a command was lost on the line and could no
 UPLOAD_UNCERTAIN = "upload_uncertain"  # an uncertain QISEND the module's totals cannot settle
 DOWNLOAD_CORRUPT = "download_corrupt"  # a broken push / QIRD frame, or totals that disagree
 
+# QIOPEN failures and the flowchart's "5 consecutive failed opens -> QIDEACT + QIACT" (§1.1). The
+# module's result codes differ per family; profile.error_name() maps them to these canonical names
+# (seeds-comparison §5.1), so the classification is family-independent.
+#: implicate the context or the module: they count whatever the remote
+CONTEXT_OPEN_FAILURES = frozenset({
+    "unknown_error", "operation_blocked", "memory_not_enough", "create_socket_failed",
+    "pdp_activate_failed", "pdp_broken", "apn_not_configured", "operation_busy",
+    OPEN_TIMEOUT, COMMAND_TIMEOUT, COMMAND_ERROR,  # no +QIOPEN in 150 s; a bare ERROR to QIOPEN
+})
+#: may be one remote's fault (a wrong name, a closed port, a black hole): they count only while
+#: the failures in a row reached more than one remote, so one dead remote cycles nobody's context
+REMOTE_OPEN_FAILURES = frozenset({
+    "dns_failed", "dns_busy", "socket_connect_failed", "operation_timeout", "socket_closed",
+})
+
 
 class SocketError(Exception):
     """Base: `reason` is a canonical name, `code` the module's result code when there is one."""

@@ -25,9 +25,11 @@ from .errors import (
     COMMAND_LOST,
     COMMAND_TIMEOUT,
     CONTEXT_LOST,
+    CONTEXT_OPEN_FAILURES,
     INVALID_HOST,
     NOT_SERVING,
     OPEN_TIMEOUT,
+    REMOTE_OPEN_FAILURES,
     ConnectionLost,
     OpenError,
     SocketError,
@@ -44,8 +46,6 @@ log = logging.getLogger("modemd.sockets")
 CLOSE_GRACE = 15.0  # s: longest a shielded QICLOSE may hold up a cancelled caller
 QICLOSE_TRIES = 3   # a QICLOSE whose answer was lost is written again (closing twice is harmless)
 LISTEN_HOST = "127.0.0.1"  # manuals: LISTENER / SERVICE sockets are opened at 127.0.0.1
-# Failures that say nothing about the network, so they do not count toward the PDP cycle.
-NOT_OPEN_FAILURES = frozenset({NOT_SERVING, CONTEXT_LOST, CHANNEL_CLOSED, INVALID_HOST})
 
 
 def settings_from(proxy_cfg: Any, supervisor_cfg: Any) -> SocketSettings:
@@ -364,8 +364,10 @@ class SocketManager:
         await self._discard(msock)
         log.info("connect_id %d: %s %s failed to open: %s", msock.connect_id, msock.service_type,
                  _where(msock), error.detail, extra=log_fields(msock))
-        if error.reason not in NOT_OPEN_FAILURES:
+        if error.reason in CONTEXT_OPEN_FAILURES:
             self.link.report_open(msock.context_id, False)
+        elif error.reason in REMOTE_OPEN_FAILURES:
+            self.link.report_open(msock.context_id, False, remote=msock.remote)
         return error
 
     async def _collided(self, msock: ModuleSocket, held: list[ModuleSocket]) -> None:
