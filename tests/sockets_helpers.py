@@ -185,8 +185,21 @@ def linger_reset_error(exc: BaseException) -> bool:
     return isinstance(exc, ConnectionResetError)
 
 
+async def read_until_end(stream: trio.SocketStream, timeout: float = 60) -> tuple[bytes, str]:
+    """Everything the client gets, and how it ended: "eof" (clean) or "reset" (ECONNRESET)."""
+    got = bytearray()
+    with trio.fail_after(timeout):
+        try:
+            while data := await stream.receive_some(65536):
+                got += data
+        except trio.BrokenResourceError as exc:
+            assert linger_reset_error(exc), exc
+            return bytes(got), "reset"
+    return bytes(got), "eof"
+
+
 __all__ = [
-    "Rig", "Server", "bring_up", "echo_handler", "free_port", "linger_reset_error",
+    "Rig", "Server", "bring_up", "echo_handler", "free_port", "linger_reset_error", "read_until_end",
     "modem", "payload", "proxy_config", "recv_all", "recv_exactly", "running_proxy", "serve_link",
     "sha", "start_error", "tcp_server",
 ]

@@ -45,10 +45,10 @@ from tests.conftest import count_sha_bytes, source_readable_by_others
 from tests.sockets_helpers import (
     echo_handler,
     free_port,
-    linger_reset_error,
     modem,
     payload,
     proxy_config,
+    read_until_end,
     recv_all,
     recv_exactly,
     running_proxy,
@@ -68,18 +68,6 @@ async def wait_for(predicate, timeout: float = 10.0, step: float = 0.01) -> None
         while not predicate():
             await trio.sleep(step)
 
-
-async def read_until_end(stream: trio.SocketStream, timeout: float = 60) -> tuple[bytes, str]:
-    """Everything the client gets, and how it ended: "eof" (clean) or "reset" (ECONNRESET)."""
-    got = bytearray()
-    with trio.fail_after(timeout):
-        try:
-            while data := await stream.receive_some(65536):
-                got += data
-        except trio.BrokenResourceError as exc:
-            assert linger_reset_error(exc), exc
-            return bytes(got), "reset"
-    return bytes(got), "eof"
 
 
 async def socks_connect(port: int, host: str, target_port: int) -> tuple[trio.SocketStream, int]:

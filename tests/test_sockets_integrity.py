@@ -17,10 +17,10 @@ from tests.conftest import count_sha_bytes
 from tests.sockets_helpers import (
     echo_handler,
     free_port,
-    linger_reset_error,
     modem,
     payload,
     proxy_config,
+    read_until_end,
     recv_exactly,
     running_proxy,
     sha,
@@ -37,17 +37,6 @@ async def wait_for(predicate, timeout: float = 30.0) -> None:
         while not predicate():
             await trio.sleep(0.01)
 
-
-async def read_until_end(stream: trio.SocketStream) -> tuple[bytes, str]:
-    got = bytearray()
-    with trio.fail_after(120):
-        try:
-            while data := await stream.receive_some(65536):
-                got += data
-        except trio.BrokenResourceError as exc:
-            assert linger_reset_error(exc), exc
-            return bytes(got), "reset"
-    return bytes(got), "eof"
 
 
 def no_faults_reported(rig) -> bool:
