@@ -877,7 +877,12 @@ def test_local_connection_floods_keep_the_daemon_bounded():
         time.sleep(0.5)
         base_fds, base_rss = d.fds(), rss_kb(d.proc.pid)
         with _fd_sampler(d) as peak:
-            flood = [pysocket.create_connection(("127.0.0.1", socks_port)) for _ in range(300)]
+            flood = []
+            for _ in range(300):
+                try:
+                    flood.append(pysocket.create_connection(("127.0.0.1", socks_port)))
+                except ConnectionResetError:
+                    pass  # refused at the door (a busy machine: the reset overtook the connect)
             _settle(d, base_fds)  # every idle handshake timed out or was refused
         socks_peak = peak[0]
         assert socks_peak <= base_fds + 16 + 6, (base_fds, socks_peak)
