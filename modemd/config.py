@@ -257,6 +257,7 @@ class ProxyConfig:
     linger_seconds: float = 30.0
     unacked_window: int = 8192
     direct_push: bool = True
+    keepalive_seconds: float = 120.0  # the module's TCP keepalive idle time; 0 = off
 
 
 @dataclass(frozen=True)
@@ -1098,7 +1099,8 @@ def _proxy(errors: list[str], data: Any) -> ProxyConfig:
         errors,
         data,
         "proxy",
-        ("queue_timeout", "queue_limit", "linger_seconds", "unacked_window", "direct_push"),
+        ("queue_timeout", "queue_limit", "linger_seconds", "unacked_window", "direct_push",
+         "keepalive_seconds"),
     )
     return ProxyConfig(
         queue_timeout=t.number("queue_timeout", 30.0, 0, 3600),
@@ -1106,6 +1108,7 @@ def _proxy(errors: list[str], data: Any) -> ProxyConfig:
         linger_seconds=t.number("linger_seconds", 30.0, 0, 3600),
         unacked_window=t.integer("unacked_window", 8192, 1, 1 << 20),
         direct_push=t.boolean("direct_push", True),
+        keepalive_seconds=t.number("keepalive_seconds", 120.0, 0, 36000),
     )
 
 

@@ -134,6 +134,13 @@ def test_instance_moves_the_default_control_socket_only() -> None:
     assert mine.control.socket == "/run/x.sock"
 
 
+def test_keepalive_seconds_default_off_and_range() -> None:
+    assert parse_config({}, emulate=True).proxy.keepalive_seconds == 120.0  # on by default
+    assert parse_config({"proxy": {"keepalive_seconds": 0}}, emulate=True).proxy.keepalive_seconds == 0
+    error = one_error('[modem]\nport = "/dev/ttyUSB2"\n[proxy]\nkeepalive_seconds = -1\n')
+    assert error.startswith("proxy.keepalive_seconds: "), error
+
+
 def test_config_is_frozen_and_hashable() -> None:
     cfg = load_config(EXAMPLE)
     with pytest.raises(dataclasses.FrozenInstanceError):

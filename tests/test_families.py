@@ -328,6 +328,17 @@ def leftovers(family: str, marks: dict):
 
 
 # -- the families, end to end -----------------------------------------------------------------------
+# [proxy] keepalive_seconds (120 s by default) in each family's command and unit (seeds-comparison
+# §3.15, §3.18, trap 30): minutes on BG95, seconds on RGx00U and BC25; BG96 and UC-class have none
+KEEPALIVE = {
+    "bg95": 'AT+QICFG="tcp/keepalive",1,2,25,3',
+    "rg500u": 'AT+QICFG="tcp/keepalive",1,120,25,3',
+    "bc25": "AT+QIKALIVE=1,120,10,9",
+    "bg96": None,
+    "generic": None,
+}
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 async def test_start_up_and_data_paths(tmp_path, family):
     profile = get_profile(family)
@@ -367,6 +378,13 @@ async def test_start_up_and_data_paths(tmp_path, family):
                 assert text in sent
             if family == "bc25":
                 assert sent.index('AT+QICFG="viewmode",0') < sent.index(state_query)
+            keepalive = [c for c in sent if "keepalive" in c or c.startswith("AT+QIKALIVE")]
+            assert keepalive == ([KEEPALIVE[family]] if KEEPALIVE[family] else []), keepalive
+            if KEEPALIVE[family]:             # the module took it: its read form says so
+                query, prefix = ("AT+QIKALIVE?", "+QIKALIVE:") if family == "bc25" else (
+                    'AT+QICFG="tcp/keepalive"', "+QICFG:")
+                answer = (await daemon.link.at.run(query, prefix=prefix)).lines
+                assert answer and answer[0].endswith(KEEPALIVE[family].split("=", 1)[1]), answer
             if family == "rg500u":      # server sockets need AT+QCFG="nat",1 (RU §2.3.7 note 3)
                 assert 'AT+QCFG="nat",1' in sent
             else:

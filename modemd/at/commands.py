@@ -472,6 +472,21 @@ class QuectelAt:
         rows = await self.query(f'AT+QICFG="{name}"{args}', "+QICFG:")
         return rows[0][1:] if rows else []
 
+    async def set_keepalive(self, idle_seconds: float) -> str | None:
+        """TCP keepalive of the module's sockets after `idle_seconds` of silence (0: off), in
+        the family's command and unit; the command written, None when the family has none."""
+        p = self.profile
+        if p.keepalive is None:
+            return None
+        if idle_seconds <= 0:
+            args = "0"
+        else:
+            args = f"1,{p.keepalive_idle(idle_seconds)},{p.keepalive_interval},{p.keepalive_probes}"
+        text = f"AT+QIKALIVE={args}" if p.keepalive == "qikalive" else (
+            f'AT+QICFG="tcp/keepalive",{args}')
+        await self.run(text)
+        return text
+
     async def qisde(self, echo: bool) -> None:
         await self.run(f"AT+QISDE={1 if echo else 0}")
 

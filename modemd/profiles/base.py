@@ -174,7 +174,14 @@ class Profile:
     errors: Mapping[int, str] = field(default_factory=lambda: STANDARD_ERRORS)
     ping_success: int = 0         # <finresult> of a ping that finished normally
     ping_timeout_result: int = 569  # per-reply <result> of a request that timed out
-    keepalive_unit: str = "minutes"
+    # TCP keepalive of every module socket (seeds-comparison §3.15, §3.18, trap 30): "qicfg"
+    # AT+QICFG="tcp/keepalive" (BG95: idle in minutes 1-120; RGx00U: seconds 1-1800), "qikalive"
+    # AT+QIKALIVE (BC25: seconds 1-36000), None: the family has neither (BG96, UC/EC2x class)
+    keepalive: str | None = "qicfg"
+    keepalive_idle_unit: float = 60.0             # seconds per unit of <idle_time>
+    keepalive_idle_range: tuple[int, int] = (1, 120)
+    keepalive_interval: int = 25                  # s between probes (25-100; BC25 10-20)
+    keepalive_probes: int = 3                     # unanswered probes before the socket closes
     # flowchart steps
     cs_registration: bool = False  # AT+CREG? within 90 s
     ps_registration: tuple[str, ...] = ("AT+CGREG?", "AT+CEREG?")
@@ -188,6 +195,11 @@ class Profile:
     expects: Mapping[str, float | None] = field(default_factory=lambda: BASE_EXPECT)
     open_urc_timeout_ip: float | None = None      # BC25: 36 s for an IP literal
     open_urc_timeout_domain: float | None = None  # BC25: 176 s for a domain name
+
+    def keepalive_idle(self, seconds: float) -> int:
+        """<idle_time> in the family's unit for `seconds` (rounded up, clamped to its range)."""
+        lo, hi = self.keepalive_idle_range
+        return max(lo, min(hi, math.ceil(seconds / self.keepalive_idle_unit)))
 
     def timeout(self, command_name: str) -> float:
         return self.timeouts.get(command_name, 60.0)

@@ -92,7 +92,7 @@ GENERIC = Profile(
     errors=GENERIC_ERRORS,
     ping_success=2,
     ping_timeout_result=1,       # U §2.10: 0 received, 1 timeout
-    keepalive_unit="",
+    keepalive=None,              # no "tcp/keepalive" in U's QICFG (seeds-comparison §3.15)
     cs_registration=True,
     ps_registration=("AT+CGREG?",),
     sim_status_commands=("AT+CPIN?", "AT+QINISTAT"),
@@ -126,7 +126,11 @@ BC25 = Profile(
     socket_states=BC25_STATES,
     ping_success=2,
     ping_timeout_result=1,       # BC Table 2: 1 PING_TIMEOUT
-    keepalive_unit="seconds",
+    keepalive="qikalive",        # AT+QIKALIVE (BC §2.1.13): idle 1-36000 s, interval 10-20 s
+    keepalive_idle_unit=1.0,
+    keepalive_idle_range=(1, 36000),
+    keepalive_interval=10,
+    keepalive_probes=9,
     ps_registration=("AT+CEREG?",),
     # dataformat/viewmode/showlength persist in NVRAM (§3.15): force the values modemd parses.
     init_commands=(
@@ -145,6 +149,7 @@ BG96 = Profile(
     manual="003",
     title="BG96 (LTE Cat M1 / NB1 / EGPRS)",
     models=("BG96",),
+    keepalive=None,              # BG96's QICFG has no "tcp/keepalive" (seeds-comparison §3.15)
     cs_registration=True,
     extended_quality="AT+QCSQ",
 )
@@ -161,7 +166,8 @@ RG500U = Profile(
     has_qidnsgip=False,
     has_qisendex=False,
     ntp_command=None,
-    keepalive_unit="seconds",
+    keepalive_idle_unit=1.0,     # RU "tcp/keepalive": idle_time in seconds, 1-1800
+    keepalive_idle_range=(1, 1800),
     ps_registration=("AT+CGREG?", "AT+CEREG?", "AT+C5GREG?"),
     server_init_commands=('AT+QCFG="nat",1',),
 )

@@ -254,6 +254,25 @@ async def configure(sup: Supervisor) -> None:
             await at.run(f'AT+CGDCONT={pdp.context_id},"{pdp_type}","{pdp.apn}"')
     except AtCommandError as exc:
         log.error("configuring context %d refused: %s", pdp.context_id, exc.response.final)
+    await _keepalive(sup)
+
+
+async def _keepalive(sup: Supervisor) -> None:
+    """[proxy] keepalive_seconds as the module's TCP keepalive (the ACK rule only runs while
+    data is unacknowledged: without it an idle connection to a dead peer is never noticed)."""
+    proxy = getattr(sup.cfg, "proxy", None)
+    seconds = proxy.keepalive_seconds if proxy is not None else 0.0
+    try:
+        text = await sup.at.set_keepalive(seconds)
+    except AtCommandError as exc:
+        log.warning("TCP keepalive refused by the module: %s", exc.response.final)
+        return
+    if text is None and seconds > 0 and not sup.keepalive_noted:
+        sup.keepalive_noted = True
+        log.info("%s has no TCP keepalive setting: an idle connection whose peer died is "
+                 "noticed only when data is sent to it", sup.profile.name)
+    elif text is not None:
+        log.debug("TCP keepalive: %s", text)
 
 
 async def cfun_cycle(sup: Supervisor) -> None:

@@ -222,6 +222,7 @@ class Supervisor:
         self.last_recovery_seconds: float | None = None
         self.module_resets = 0
         self.resyncs = 0                 # silences that ended with an answered probe (no reboot)
+        self.keepalive_noted = False     # "this family has no TCP keepalive" said once
         self.silent_reboots = 0          # module resets seen as an echo while ATE0 was in effect
         self.commands_lost_talking = 0   # CommandLost in the supervisor's own steps
         self._lost_times: deque[float] = deque(maxlen=LOST_LIMIT)
