@@ -748,3 +748,19 @@ async def test_configuration_the_family_cannot_serve_is_refused_in_one_line(tmp_
             assert last == f'modemd: modem.model = "{model}" ({title}), which cannot serve this ' \
                 f"configuration: {reason}; change these settings or the module", (case, last)
             assert b"emulator: " not in res.stdout  # refused before anything started
+
+
+@pytest.mark.parametrize("family, seconds, text", [
+    ("bg95", 61, 'AT+QICFG="tcp/keepalive",1,2,25,3'),       # whole minutes, rounded up
+    ("bg95", 100_000, 'AT+QICFG="tcp/keepalive",1,120,25,3'),  # clamped to 1-120 min
+    ("rg500u", 0.5, 'AT+QICFG="tcp/keepalive",1,1,25,3'),      # seconds, at least 1
+    ("rg500u", 0, 'AT+QICFG="tcp/keepalive",0'),               # off
+    ("bc25", 36_001, "AT+QIKALIVE=1,36000,10,9"),
+    ("bc25", 0, "AT+QIKALIVE=0"),
+    ("bg96", 120, None),
+    ("generic", 120, None),
+])
+def test_keepalive_command_in_each_familys_unit_and_range(family, seconds, text):
+    from modemd.at.commands import QuectelAt
+
+    assert QuectelAt(None, get_profile(family)).keepalive_command(seconds) == text  # type: ignore[arg-type]

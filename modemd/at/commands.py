@@ -472,9 +472,9 @@ class QuectelAt:
         rows = await self.query(f'AT+QICFG="{name}"{args}', "+QICFG:")
         return rows[0][1:] if rows else []
 
-    async def set_keepalive(self, idle_seconds: float) -> str | None:
-        """TCP keepalive of the module's sockets after `idle_seconds` of silence (0: off), in
-        the family's command and unit; the command written, None when the family has none."""
+    def keepalive_command(self, idle_seconds: float) -> str | None:
+        """The command that sets the TCP keepalive of the module's sockets after `idle_seconds`
+        of silence (0: off), in the family's command and unit; None when the family has none."""
         p = self.profile
         if p.keepalive is None:
             return None
@@ -482,10 +482,9 @@ class QuectelAt:
             args = "0"
         else:
             args = f"1,{p.keepalive_idle(idle_seconds)},{p.keepalive_interval},{p.keepalive_probes}"
-        text = f"AT+QIKALIVE={args}" if p.keepalive == "qikalive" else (
-            f'AT+QICFG="tcp/keepalive",{args}')
-        await self.run(text)
-        return text
+        if p.keepalive == "qikalive":
+            return f"AT+QIKALIVE={args}"
+        return f'AT+QICFG="tcp/keepalive",{args}'
 
     async def qisde(self, echo: bool) -> None:
         await self.run(f"AT+QISDE={1 if echo else 0}")

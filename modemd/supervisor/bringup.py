@@ -123,7 +123,8 @@ async def power_on(sup: Supervisor) -> None:
 
 # -- init ----------------------------------------------------------------------------------------
 async def init(sup: Supervisor) -> None:
-    """ATE0, CMEE, identification, QISDE=0, the family's QICFG settings, close stale sockets."""
+    """ATE0, CMEE, identification, QISDE=0, the family's QICFG settings, TCP keepalive, close
+    stale sockets."""
     sup.enter(State.INIT, 180.0)
     if await setting(sup.at, "ATE0"):
         sup.at.echo_disabled()  # an echo from now on: the module restarted unseen (A3)
@@ -137,6 +138,7 @@ async def init(sup: Supervisor) -> None:
     if getattr(sup.cfg, "listens", ()):
         for text in profile.server_init_commands:
             await setting(at, text)
+    await _keepalive(sup)
     await sup.reset_stale(at)
 
 
@@ -254,7 +256,6 @@ async def configure(sup: Supervisor) -> None:
             await at.run(f'AT+CGDCONT={pdp.context_id},"{pdp_type}","{pdp.apn}"')
     except AtCommandError as exc:
         log.error("configuring context %d refused: %s", pdp.context_id, exc.response.final)
-    await _keepalive(sup)
 
 
 async def _keepalive(sup: Supervisor) -> None:
@@ -262,17 +263,13 @@ async def _keepalive(sup: Supervisor) -> None:
     data is unacknowledged: without it an idle connection to a dead peer is never noticed)."""
     proxy = getattr(sup.cfg, "proxy", None)
     seconds = proxy.keepalive_seconds if proxy is not None else 0.0
-    try:
-        text = await sup.at.set_keepalive(seconds)
-    except AtCommandError as exc:
-        log.warning("TCP keepalive refused by the module: %s", exc.response.final)
-        return
-    if text is None and seconds > 0 and not sup.keepalive_noted:
+    text = sup.at.keepalive_command(seconds)
+    if text is not None:
+        await setting(sup.at, text)
+    elif seconds > 0 and not sup.keepalive_noted:
         sup.keepalive_noted = True
         log.info("%s has no TCP keepalive setting: an idle connection whose peer died is "
                  "noticed only when data is sent to it", sup.profile.name)
-    elif text is not None:
-        log.debug("TCP keepalive: %s", text)
 
 
 async def cfun_cycle(sup: Supervisor) -> None:
