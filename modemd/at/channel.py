@@ -172,7 +172,7 @@ class _Request:
     __slots__ = ("command", "done", "response", "error", "withdrawn", "after", "after_ok", "urgent")
 
     def __init__(self, command: Command, after: _Request | None = None,
-                 after_ok: frozenset[str] = frozenset()) -> None:
+                 after_ok: frozenset[str] = frozenset(), urgent: bool = False) -> None:
         self.command = command
         self.done = trio.Event()
         self.response: Response | None = None
@@ -180,7 +180,7 @@ class _Request:
         self.withdrawn = False
         self.after = after        # written only if this one ended with a final in after_ok
         self.after_ok = after_ok
-        self.urgent = False       # a probe: written ahead of the queue, even while it is held
+        self.urgent = urgent      # a probe: written ahead of the queue, even while it is held
 
     def succeeded(self, finals: frozenset[str]) -> bool:
         response = self.response
@@ -192,6 +192,11 @@ class _Request:
     def finish(self, response: Response | None = None, error: BaseException | None = None) -> None:
         self.response, self.error = response, error
         self.done.set()
+
+
+def _probe(finals: frozenset[str] = OK_FINALS, timeout: float = PROBE_TIMEOUT) -> _Request:
+    """The channel's own `AT`, written ahead of the queue even while it is held."""
+    return _Request(Command(PROBE_TEXT, finals=finals, timeout=timeout), urgent=True)
 
 
 class AtChannel:
@@ -298,8 +303,7 @@ class AtChannel:
         """One `AT` ahead of every queued command, written even while the queue is held after a
         silence: True when the module answered (any final result; that releases the queue),
         False when it stayed silent for `timeout`. Raises AtModuleReset / ChannelClosed."""
-        request = _Request(Command(PROBE_TEXT, timeout=timeout))
-        request.urgent = True
+        request = _probe(timeout=timeout)
         if self._closed is not None:
             raise ChannelClosed(str(self._closed) or "AT channel is closed")
         self._pending.appendleft(request)
@@ -609,12 +613,19 @@ class AtChannel:
     async def _clear_line(self) -> None:
         """One more probe: filler bytes that reached a module in command mode (no CR) are ended
         by its CR and answered ERROR, instead of gluing onto the next queued command."""
-        probe = _Request(Command(PROBE_TEXT, timeout=PROBE_TIMEOUT))
-        probe.urgent = True
-        self._start(probe)
-        await self._flush()
+        probe = _probe()
+        await self._write_probe(probe)
         with trio.move_on_after(PROBE_TIMEOUT):
             await probe.done.wait()
+        self._drop_unanswered(probe)
+
+    async def _write_probe(self, probe: _Request) -> None:
+        """Write a probe now (the channel holds its queue: nothing else is in flight)."""
+        self._start(probe)
+        await self._flush()
+
+    def _drop_unanswered(self, probe: _Request) -> None:
+        """A probe that got no answer is no longer in flight: its late lines become unknown."""
         if self._current is probe:
             self.protocol.abort()
             self._current = None
@@ -641,10 +652,8 @@ class AtChannel:
         junk = False
         try:
             for _ in range(PROBES):
-                probe = _Request(Command(PROBE_TEXT, finals=finals, timeout=PROBE_TIMEOUT))
-                probe.urgent = True
-                self._start(probe)
-                await self._flush()
+                probe = _probe(finals)
+                await self._write_probe(probe)
                 with trio.move_on_after(PROBE_TIMEOUT):
                     await probe.done.wait()
                 if not probe.done.is_set() and prompt_awaited and not junk:
@@ -662,9 +671,7 @@ class AtChannel:
                 if probe.done.is_set():
                     answer = probe
                     break
-                if self._current is probe:
-                    self.protocol.abort()
-                    self._current = None
+                self._drop_unanswered(probe)
             if answer is not None and isinstance(answer.error, AtModuleReset):
                 request.finish(error=AtModuleReset(
                     f"{command.name}: the module reset before answering"))

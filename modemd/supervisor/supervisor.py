@@ -114,17 +114,14 @@ class _Watch(Observer):
         self.inner.command_timeout(name)
 
     def command_lost(self, name: str) -> None:
-        hook = getattr(self.inner, "command_lost", None)
-        if hook is not None:
-            hook(name)
+        self.inner.command_lost(name)
 
     def module_silent(self, name: str, seconds: float) -> None:
-        hook = getattr(self.inner, "module_silent", None)
-        if hook is not None:
-            hook(name, seconds)
+        self.inner.module_silent(name, seconds)
         self.sup._module_silent(name, seconds)
 
     def echo_back(self, name: str) -> None:
+        self.inner.echo_back(name)
         self.sup._echo_back(name)
 
     def urc(self, urc) -> None:
