@@ -214,7 +214,7 @@ class ModuleSocket:
     def on_push(self, data: bytes) -> None:
         """Direct push: the payload of a `+QIURC: "recv",id,len` (kept in order, never dropped
         unless an earlier frame broke: nothing after a hole is delivered)."""
-        if self.failure is not None and self.failure.reason == DOWNLOAD_CORRUPT:
+        if self._after_hole:
             return
         self._pushed.append(data)
         size = len(data)
@@ -299,9 +299,14 @@ class ModuleSocket:
         client gets a reset, never a clean EOF or wrong bytes."""
         return self.fail(ConnectionLost(DOWNLOAD_CORRUPT, detail))
 
+    @property
+    def _after_hole(self) -> bool:
+        """The downloaded stream broke: nothing after the hole may be delivered."""
+        return self.failure is not None and self.failure.reason == DOWNLOAD_CORRUPT
+
     def on_push_corrupt(self) -> None:
         """A push frame for this socket broke (the channel's push_corrupt_sink)."""
-        self.fail(ConnectionLost(DOWNLOAD_CORRUPT, "pushed data corrupted by line noise"))
+        self._corrupt("pushed data corrupted by line noise")
 
     # -- receive path -------------------------------------------------------------------------
     async def receive(self) -> bytes:
@@ -323,7 +328,7 @@ class ModuleSocket:
         while True:
             if self._pushed:
                 return ReadResult(self._take_pushed())
-            if self.failure is not None and self.failure.reason == DOWNLOAD_CORRUPT:
+            if self._after_hole:
                 raise self.failure  # nothing after a hole in the stream
             if self.machine.eof or (self.closing and self.remote_closed):
                 return EMPTY

@@ -261,8 +261,7 @@ async def configure(sup: Supervisor) -> None:
 async def _keepalive(sup: Supervisor) -> None:
     """[proxy] keepalive_seconds as the module's TCP keepalive (the ACK rule only runs while
     data is unacknowledged: without it an idle connection to a dead peer is never noticed)."""
-    proxy = getattr(sup.cfg, "proxy", None)
-    seconds = proxy.keepalive_seconds if proxy is not None else 0.0
+    seconds = sup.cfg.proxy.keepalive_seconds
     text = sup.at.keepalive_command(seconds)
     if text is not None:
         await setting(sup.at, text)

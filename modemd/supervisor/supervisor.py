@@ -137,7 +137,7 @@ class _Watch(Observer):
 class Supervisor:
     """Brings the module up, keeps the PDP context alive and recovers it by the manuals' rules.
 
-    cfg          a `modemd.config.Config` (uses modem, pdp, power, supervisor, listens)
+    cfg          a `modemd.config.Config` (uses modem, pdp, power, supervisor, listens, proxy)
     link         the ModemLink shared with the socket layer
     open_port    zero-argument callable returning an open port (default: SerialPort.open with
                  modem.port / baudrate / rtscts / lock_dir); raises SerialError while it is missing
