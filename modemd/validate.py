@@ -37,6 +37,8 @@ Specific rules and limits:
   bytes, any printable ASCII except ``"`` and ``\\`` (spaces are allowed); empty is allowed.
   Error messages never echo the value, its length or where the offending character is; they
   name only the kind of problem ("contains a control character").
+* :func:`check_pin`: a SIM PIN for ``AT+CPIN``, 4 to 8 ASCII digits (3GPP TS 31.101 §9.4.1
+  allows 4..8); the message never reveals the value or its length.
 
 All checks raise :class:`ValueError` whose message starts with ``"<what>: "``, so a caller that
 passes a configuration key path as ``what`` gets a ready-made error line.
@@ -53,10 +55,12 @@ __all__ = [
     "HOSTNAME_MAX",
     "LABEL_MAX",
     "MODULE_DOMAIN_MAX",
+    "PIN_LENGTHS",
     "check_apn",
     "check_at_text",
     "check_credential",
     "check_hostname",
+    "check_pin",
     "is_at_safe",
 ]
 
@@ -70,6 +74,8 @@ LABEL_MAX = 63
 APN_MAX = 100
 #: PDP user name / password limit of the modules' AT+QICSGP
 CREDENTIAL_MAX = 127
+#: 3GPP TS 31.101 §9.4.1: a PIN is 4 to 8 digits
+PIN_LENGTHS = (4, 8)
 
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 _APN_LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}\Z")
@@ -216,3 +222,13 @@ def check_apn(s: str | bytes, what: str = "APN") -> str:
 def check_credential(s: str | bytes, what: str = "credential") -> str:
     """Validate a PDP user name or password; the message never reveals the value."""
     return check_at_text(s, what, CREDENTIAL_MAX, secret=True)
+
+
+def check_pin(s: str | bytes, what: str = "PIN") -> str:
+    """Validate a SIM PIN: 4 to 8 ASCII digits; the message never reveals the value."""
+    if isinstance(s, bytes):
+        s = s.decode("ascii", "replace")
+    lo, hi = PIN_LENGTHS
+    if not (lo <= len(s) <= hi and s.isascii() and s.isdigit()):
+        raise ValueError(f"{what}: must be {lo} to {hi} digits (0-9)")
+    return s

@@ -33,7 +33,9 @@ from .urc import (
 )
 
 SERVICE_TYPES = ("TCP", "UDP", "TCP LISTENER", "UDP SERVICE")
+#: pdp.auth -> the <authentication> of AT+QICSGP (the one source: the config's choices come from here)
 AUTH = {"none": 0, "pap": 1, "chap": 2, "pap_or_chap": 3}
+#: pdp.ip_type -> the <context_type> of AT+QICSGP (the one source, like AUTH)
 IP_TYPES = {"ipv4": 1, "ipv6": 2, "ipv4v6": 3}
 # <finresult> codes of a failed ping on the families whose success code is 2 (U §2.10, BC Table 2)
 PING_FINAL_RESULTS = {3: "tcpip_stack_busy", 4: "host_not_found", 5: "pdp_activation_failed"}

@@ -6,9 +6,12 @@ from .base import STANDARD_ERRORS, Profile
 from .families import BC25, BG95, BG96, GENERIC, PROFILES, RG500U
 
 __all__ = [
-    "BC25", "BG95", "BG96", "GENERIC", "PROFILES", "RG500U", "STANDARD_ERRORS", "Profile",
-    "UnknownModel", "UnsupportedConfig", "detect", "get_profile",
+    "BC25", "BG95", "BG96", "GENERIC", "MODEL_NAMES", "PROFILES", "RG500U", "STANDARD_ERRORS",
+    "Profile", "UnknownModel", "UnsupportedConfig", "detect", "get_profile",
 ]
+
+#: the family names modem.model accepts (besides "auto"), in PROFILES order
+MODEL_NAMES: tuple[str, ...] = tuple(PROFILES)
 
 
 class UnknownModel(Exception):
