@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import grp
+import json
 import os
 import re
 from pathlib import Path
@@ -1002,3 +1003,64 @@ def test_check_config_lists_errors(tmp_path: Path) -> None:
 def test_parse_config_text_error_names_source() -> None:
     with pytest.raises(ConfigError, match=r"^<config>: invalid TOML: .*line 1"):
         parse_config("[modem\n")
+
+
+# ------------------------------------------------------------------------------------- [sim]
+
+PIN = "73914026"
+
+
+def test_sim_defaults_to_no_pin() -> None:
+    sim = parse_config(cfg_text("")).sim
+    assert (sim.pin, sim.pin_file) == ("", "")
+
+
+def test_sim_pin_is_secret() -> None:
+    cfg = parse_config(cfg_text(f"[sim]\npin = '{PIN}'\n"))
+    assert cfg.sim.pin == PIN and cfg.sim.pin_file == ""
+    for text in (repr(cfg), str(cfg), repr(cfg.sim)):
+        assert PIN not in text
+
+
+@pytest.mark.parametrize("bad", ["123", "123456789", "12a4", " 1234", "１２３４", "12\n34"])
+def test_sim_pin_must_be_4_to_8_digits(bad: str) -> None:
+    error = one_error(f"[sim]\npin = {json.dumps(bad)}\n")  # a JSON string is a TOML basic string
+    assert error == "sim.pin: must be 4 to 8 digits (0-9)"
+
+
+def test_sim_pin_integer_names_the_fix_without_the_value() -> None:
+    error = one_error("[sim]\npin = 73914026\n")
+    assert error.startswith('sim.pin: must be a quoted string such as "0000"'), error
+    assert PIN not in error
+
+
+def test_sim_pin_file_relative_to_config_file(tmp_path: Path) -> None:
+    (tmp_path / "pin").write_text(f"  {PIN}\r\n")
+    conf = tmp_path / "modemd.toml"
+    conf.write_text(cfg_text("[sim]\npin_file = 'pin'\n"))
+    sim = load_config(conf).sim
+    assert sim.pin == PIN and sim.pin_file == str(tmp_path / "pin")
+    assert PIN not in repr(sim)
+
+
+def test_sim_pin_file_errors_never_show_the_content(tmp_path: Path) -> None:
+    error = one_error("[sim]\npin_file = 'missing'\n", base_dir=tmp_path)
+    assert error == f"sim.pin_file: cannot read {str(tmp_path / 'missing')!r}: no such file"
+    (tmp_path / "long").write_text(PIN + "0")
+    error = one_error("[sim]\npin_file = 'long'\n", base_dir=tmp_path)
+    assert error == f"sim.pin_file: the PIN in {str(tmp_path / 'long')!r} must be 4 to 8 digits (0-9)"
+    assert PIN not in error
+    (tmp_path / "zero").write_bytes(b"\0" * 100)
+    assert one_error("[sim]\npin_file = 'zero'\n", base_dir=tmp_path).endswith("4 to 8 digits (0-9)")
+
+
+def test_sim_pin_and_pin_file_are_exclusive(tmp_path: Path) -> None:
+    (tmp_path / "pin").write_text(PIN)
+    error = one_error(f"[sim]\npin = '{PIN}'\npin_file = 'pin'\n", base_dir=tmp_path)
+    assert error == "sim.pin_file: sim.pin and sim.pin_file are mutually exclusive; remove one"
+    sim = parse_config(cfg_text("[sim]\npin = ''\npin_file = 'pin'\n"), base_dir=tmp_path).sim
+    assert sim.pin == PIN  # "" = not set, as for pdp.password
+
+
+def test_sim_unknown_key_suggests() -> None:
+    assert one_error("[sim]\npinfile = 'x'\n") == "sim.pinfile: unknown key; did you mean 'pin_file'?"
