@@ -6,6 +6,7 @@ listeners (TCP LISTENER / UDP SERVICE) on the IPv6 context where the family has 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import socket as pysocket
 import struct
 from contextlib import asynccontextmanager
@@ -89,8 +90,10 @@ async def echo_through(port: int, data: bytes) -> bytes:
         return await recv_exactly(stream, len(data))
 
 
-@pytest.mark.parametrize("family", ["bg95", "bg96", "rg500u", "bc25"])
-async def test_ipv6_context_forwards_and_socks(family):
+@pytest.mark.parametrize(("family", "ip_type"), [
+    ("bg95", "ipv6"), ("bg96", "ipv6"), ("rg500u", "ipv6"), ("rg500u", "ipv4v6"), ("bc25", "ipv6"),
+])
+async def test_ipv6_context_forwards_and_socks(family, ip_type):
     ports = {"lit": free_port(), "name": free_port(), "socks": free_port()}
     async with tcp_server(echo_handler, host="::1") as echo, \
             tcp_server(http_handler, host="::1") as web:
@@ -101,8 +104,11 @@ async def test_ipv6_context_forwards_and_socks(family):
             f'remote = "v6.test:{echo.port}"\n'
             f'[socks]\nlisten = "tcp:127.0.0.1:{ports["socks"]}"\n'
         )
-        async with daemon_stack(family, "ipv6", toml) as (emu, link, manager, proxy):
-            assert manager.ipv6_only(1)
+        async with daemon_stack(family, ip_type, toml) as (emu, link, manager, proxy):
+            # what the supervisor published from AT+QIACT? (RU IPv4v6: both addresses, D3)
+            versions = sorted({ipaddress.ip_address(a).version for a in link.context(1).addresses})
+            assert versions == ([6] if ip_type == "ipv6" else [4, 6])
+            assert manager.ipv6_only(1) == (ip_type == "ipv6")
             data = bytes(range(256)) * 20
             assert await echo_through(ports["lit"], data) == data
             assert await echo_through(ports["name"], data) == data

@@ -51,8 +51,8 @@ async def echo_once(at, urcs, connect_id: int, data: bytes) -> bytes:
     return got
 
 
-CASES = [("bg95", "ipv6"), ("bg96", "ipv6"), ("bg96", "ipv4v6"), ("rg500u", "ipv6"),
-         ("rg500u", "ipv4v6"), ("bc25", "ipv6")]
+CASES = [("bg95", "ipv6"), ("bg95", "ipv4v6"), ("bg96", "ipv6"), ("bg96", "ipv4v6"),
+         ("rg500u", "ipv6"), ("rg500u", "ipv4v6"), ("bc25", "ipv6")]
 
 
 @pytest.mark.parametrize(("family", "ip_type"), CASES)
