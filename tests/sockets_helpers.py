@@ -35,7 +35,7 @@ class Rig:
         return self.stack.at
 
 
-async def bring_up(at: Any) -> None:
+async def bring_up(at: Any, ip_type: str = "ipv4") -> None:
     """What the supervisor's init and PDP steps do: echo of QISEND off, family settings, QIACT."""
     profile = at.profile
     if profile.has_qisde:
@@ -43,32 +43,39 @@ async def bring_up(at: Any) -> None:
     for text in profile.init_commands:
         await at.run(text)
     if profile.has_qiact:
-        await at.qicsgp(1, "internet")
+        await at.qicsgp(1, "internet", ip_type=ip_type)
         await at.qiact(1)
     else:
+        pdp_type = {"ipv4": "IP", "ipv6": "IPV6", "ipv4v6": "IPV4V6"}[ip_type]
+        await at.run(f'AT+CGDCONT=1,"{pdp_type}","internet"')
         await at.run("AT+CGACT=1,1", timeout=10)
 
 
-def serve_link(at: Any, link: ModemLink | None = None) -> ModemLink:
+def serve_link(
+    at: Any, link: ModemLink | None = None, addresses: tuple[str, ...] = ("10.0.0.2",)
+) -> ModemLink:
     link = link or ModemLink()
     link.at = at
     link.profile = at.profile
-    link.context_up(1, ("10.0.0.2",))
+    link.context_up(1, addresses)
     return link
 
 
 @asynccontextmanager
 async def modem(
     family: str = "bg96", *, proxy_cfg: ProxyConfig | None = None,
-    supervisor_cfg: SupervisorConfig | None = None, **emu_kw: Any,
+    supervisor_cfg: SupervisorConfig | None = None, ip_type: str = "ipv4", **emu_kw: Any,
 ):
-    """A booted emulator with context 1 active, a ModemLink serving it and a running manager."""
+    """A booted emulator with context 1 active (of `ip_type`), a ModemLink serving it and a
+    running manager."""
     emu_kw.setdefault("baud", 0)
     emu_kw.setdefault("turnaround", 0.0)
     emu_kw.setdefault("boot_delay", 0.0)
     async with open_stack(family, **emu_kw) as stack:
-        await bring_up(stack.at)
-        link = serve_link(stack.at)
+        await bring_up(stack.at, ip_type)
+        addresses = {"ipv4": ("10.0.0.2",), "ipv6": ("2001:db8::2",),
+                     "ipv4v6": ("10.0.0.2", "2001:db8::2")}[ip_type]
+        link = serve_link(stack.at, addresses=addresses)
         manager = SocketManager(link, proxy_cfg or ProxyConfig(), supervisor_cfg)
         async with trio.open_nursery() as nursery:
             await nursery.start(manager.run)

@@ -113,7 +113,7 @@ async def test_curl_reports_unknown_host(tmp_path):
 async def test_connect_address_types(target):
     host = {"ipv4": "127.0.0.1", "ipv6": "::1", "name": "v6.test"}[target]
     server_host = "127.0.0.1" if target == "ipv4" else "::1"
-    async with modem(hosts=HOSTS) as rig, tcp_server(echo_handler, host=server_host) as server:
+    async with modem(hosts=HOSTS, ip_type="ipv4v6") as rig, tcp_server(echo_handler, host=server_host) as server:
         port = free_port()
         async with running_proxy(rig, proxy_config(socks_toml(port))):
             stream, code = await socks_connect(port, connect_request(host, server.port))

@@ -28,6 +28,7 @@ from .urc import (
     Recv,
     Urc,
     after_prefix,
+    ip_text,
     split_fields,
     to_int,
 )
@@ -61,6 +62,15 @@ class SocketState:
     context_id: int
     server_id: int | None
     access_mode: int
+
+
+@dataclass(frozen=True)
+class DnsServers:
+    """The DNS servers a context (or, on BC25, the whole module: context_id None) resolves with."""
+
+    context_id: int | None
+    primary: str
+    secondary: str
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,35 @@ def is_ip_literal(host: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def ip_version(host: str) -> int | None:
+    """4 or 6 for an IP literal, None for a name (the module resolves it)."""
+    try:
+        return ipaddress.ip_address(host).version
+    except ValueError:
+        return None
+
+
+def context_state(f: list[str]) -> ContextState:
+    """One `+QIACT: <id>,<state>,<type>[,<addr>[,<addr6>]]` line (RU prints both addresses of an
+    IPv4v6 context, line-shapes D3); addresses in one spelling (`ip_text`)."""
+    return ContextState(int(f[0]), f[1] == "1", int(f[2]), tuple(ip_text(x) for x in f[3:] if x))
+
+
+def dns_servers(f: list[str]) -> DnsServers:
+    """`+QIDNSCFG: <contextID>,<pri>,<sec>` (line-shapes D7), or BC25's `+QIDNSCFG: <pri>,<sec>`."""
+    if len(f) >= 3 or (f and to_int(f[0]) is not None):
+        return DnsServers(int(f[0]), ip_text(f[1]) if len(f) > 1 else "",
+                          ip_text(f[2]) if len(f) > 2 else "")
+    return DnsServers(None, ip_text(f[0]) if f else "", ip_text(f[1]) if len(f) > 1 else "")
+
+
+def _dns_literal(address: str, key: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise ValueError(f"{key}: {address!r} is not an IP address") from None
 
 
 class QuectelAt:
@@ -227,41 +266,83 @@ class QuectelAt:
         await self.run(f"AT+QIDEACT={context_id}")
 
     async def qiact_query(self) -> list[ContextState]:
-        out = []
-        for f in await self.query("AT+QIACT?", "+QIACT:"):
-            out.append(ContextState(int(f[0]), f[1] == "1", int(f[2]), tuple(x for x in f[3:] if x)))
-        return out
+        return [context_state(f) for f in await self.query("AT+QIACT?", "+QIACT:")]
+
+    # -- DNS servers of a context (AT+QIDNSCFG) -------------------------------------------------
+    async def qidnscfg(self, context_id: int, primary: str, secondary: str | None = None) -> None:
+        """Set the DNS servers `context_id` resolves with (BC25: the module's one pair)."""
+        self._check_context_id(context_id)
+        args = f'"{_dns_literal(primary, "primary")}"'
+        if secondary:
+            args += f',"{_dns_literal(secondary, "secondary")}"'
+        if self.profile.dnscfg_same_family and secondary and \
+                ip_version(primary) != ip_version(secondary):
+            raise ValueError(f"{self.profile.name}: both DNS servers must be IPv4 or both IPv6")
+        if self.profile.dnscfg_context:
+            await self.run(f"AT+QIDNSCFG={context_id},{args}")
+        else:
+            await self.run(f"AT+QIDNSCFG={args}")
+
+    async def qidnscfg_query(self, context_id: int) -> DnsServers:
+        self._check_context_id(context_id)
+        text = f"AT+QIDNSCFG={context_id}" if self.profile.dnscfg_context else "AT+QIDNSCFG?"
+        rows = await self.query(text, "+QIDNSCFG:")
+        if not rows:
+            raise ValueError(f"{text}: no +QIDNSCFG line")
+        return dns_servers(rows[0])
+
+    # -- addresses the family wants for the socket services --------------------------------------
+    def listen_address(self, ipv6_context: bool) -> str:
+        """The local address of a TCP LISTENER / UDP SERVICE (the IPv6 loopback on a context
+        that has only IPv6, as the S5 examples write it)."""
+        return self.profile.listen_address_ipv6 if ipv6_context else self.profile.listen_address
+
+    @staticmethod
+    def protocol_type(host: str, ipv6_context: bool) -> int:
+        """BC25's <protocol_type> (0 IPv4, 1 IPv6): the remote literal's version, else (a name
+        the module resolves, a listener) the context's."""
+        version = ip_version(host)
+        if version is None:
+            return 1 if ipv6_context else 0
+        return 1 if version == 6 else 0
 
     # -- sockets ------------------------------------------------------------------------------
     async def qiopen(
         self, context_id: int, connect_id: int, service_type: str, host: str, remote_port: int,
-        local_port: int = 0, access_mode: int = 0,
+        local_port: int = 0, access_mode: int = 0, *, ipv6_context: bool = False,
     ) -> None:
-        """Phase one: the module accepted the request (the result comes as +QIOPEN)."""
+        """Phase one: the module accepted the request (the result comes as +QIOPEN).
+        `ipv6_context`: the context has only IPv6 (BC25's <protocol_type> for a name)."""
         self._check_context_id(context_id)
         self._check_connect_id(connect_id)
         if service_type not in SERVICE_TYPES:
             raise ValueError(f"service_type {service_type!r} not one of {SERVICE_TYPES}")
-        host = check_hostname(host)
+        if host not in (self.profile.listen_address, self.profile.listen_address_ipv6):
+            host = check_hostname(host)  # the listen addresses keep the manuals' spelling
         if len(host.encode()) > self.profile.max_domain:
             raise ValueError(f"host name longer than {self.profile.max_domain} bytes")
         if not 0 <= remote_port <= 65535 or not 0 <= local_port <= 65535:
             raise ValueError("port out of range 0-65535")
-        await self.run(
+        text = (
             f'AT+QIOPEN={context_id},{connect_id},"{service_type}","{host}",{remote_port},'
             f"{local_port},{access_mode}"
         )
+        if self.profile.qiopen_protocol_type:
+            text += f",{self.protocol_type(host, ipv6_context)}"
+        await self.run(text)
 
     async def qiopen_and_wait(
         self, context_id: int, connect_id: int, service_type: str, host: str, remote_port: int,
-        local_port: int = 0, access_mode: int = 0, timeout: float | None = None,
+        local_port: int = 0, access_mode: int = 0, timeout: float | None = None, *,
+        ipv6_context: bool = False,
     ) -> None:
         """Open and wait for `+QIOPEN: <id>,0`; raise OpenFailed / UrcTimeout otherwise."""
         if timeout is None:
             timeout = self.profile.open_timeout(is_ip_literal(host))
         with self.channel.subscribe() as urcs:
             await self.qiopen(
-                context_id, connect_id, service_type, host, remote_port, local_port, access_mode
+                context_id, connect_id, service_type, host, remote_port, local_port, access_mode,
+                ipv6_context=ipv6_context,
             )
             with trio.move_on_after(timeout):
                 async for urc in urcs:
@@ -298,7 +379,7 @@ class QuectelAt:
         else:
             server_id, mode = None, int(f[7])
         return SocketState(
-            int(f[0]), f[1], f[2], int(f[3]), int(f[4]), state, int(f[6]), server_id, mode
+            int(f[0]), f[1], ip_text(f[2]), int(f[3]), int(f[4]), state, int(f[6]), server_id, mode
         )
 
     def send_command(self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None):
@@ -377,7 +458,7 @@ class QuectelAt:
         if not resp.lines:  # an empty buffer answers `+QIRD: 0`: its header was garbled
             return ReadResult(b"", header=False)
         f = split_fields(resp.fields(0))
-        remote = (f[1], int(f[2])) if len(f) >= 3 and not f[1].isdigit() else None
+        remote = (ip_text(f[1]), int(f[2])) if len(f) >= 3 and not f[1].isdigit() else None
         return ReadResult(resp.payload or b"", remote)
 
     async def qird_totals(self, connect_id: int) -> ReadTotals:
@@ -497,6 +578,7 @@ class QuectelAt:
 
 
 __all__ = [
-    "ERROR_FINALS", "ContextState", "OpenFailed", "QuectelAt", "ReadResult", "ReadTotals",
-    "SendAck", "SocketState", "UrcTimeout", "is_ip_literal",
+    "ERROR_FINALS", "ContextState", "DnsServers", "OpenFailed", "QuectelAt", "ReadResult", "ReadTotals",
+    "SendAck", "SocketState", "UrcTimeout", "context_state", "dns_servers", "ip_version",
+    "is_ip_literal",
 ]

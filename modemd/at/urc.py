@@ -6,6 +6,7 @@ never split on ':' (IPv6 literals), and typographic quotes from older manuals ar
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 # Lines that are URCs when no command in flight claims them as its response (see protocol.py).
@@ -66,6 +67,18 @@ def split_fields(text: str) -> list[str]:
 
 def after_prefix(text: str) -> str:
     return text.split(":", 1)[1].strip() if ":" in text else ""
+
+
+def ip_text(field: str) -> str:
+    """An address field in one spelling: IP literals canonical (IPv6 lower case, `::` compressed,
+    brackets dropped: `"2409:8D1E:750C:DFA4::1"` and `"0:0:0:0:0:0:0:1"` name the same host as
+    the local side writes it); anything else (a host name, noise) is left as it is."""
+    text = field.strip()
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        return str(ipaddress.ip_address(bare))
+    except ValueError:
+        return text
 
 
 def to_int(field: str) -> int | None:
@@ -244,7 +257,7 @@ def _qiurc(text: str, f: list[str], data: bytes | None) -> Urc:
     if kind == "closed":
         return Closed(int(f[1]))
     if kind == "incoming":
-        return Incoming(int(f[1]), int(f[2]), f[3], int(f[4]))
+        return Incoming(int(f[1]), int(f[2]), ip_text(f[3]), int(f[4]))
     if kind == "incoming full":
         return IncomingFull(to_int(f[1]) if len(f) > 1 else None)
     if kind == "pdpdeact":
@@ -254,7 +267,7 @@ def _qiurc(text: str, f: list[str], data: bytes | None) -> Urc:
             return DnsGipHeader(int(f[1]), int(f[2]), int(f[3]))
         if len(f) == 2 and to_int(f[1]) is not None:
             return DnsGipHeader(int(f[1]), 0, 0)
-        return DnsGipAddress(f[1])
+        return DnsGipAddress(ip_text(f[1]))
     return OtherUrc(text)
 
 
@@ -263,7 +276,7 @@ def _recv(f: list[str], data: bytes | None) -> Recv:
     if len(f) >= 3 and f[2] == "buff full":
         return Recv(cid, buff_full=True)
     length = int(f[2]) if len(f) >= 3 else None
-    remote = (f[3], int(f[4])) if len(f) >= 5 else None
+    remote = (ip_text(f[3]), int(f[4])) if len(f) >= 5 else None
     return Recv(cid, length, remote, data=data)
 
 
@@ -271,12 +284,12 @@ def _qping(text: str, f: list[str], data: bytes | None) -> Urc:
     if len(f) >= 7:
         return PingSummary(*(int(x) for x in f[:7]))
     if len(f) >= 5:
-        return PingReply(int(f[0]), f[1], int(f[2]), int(f[3]), int(f[4]))
+        return PingReply(int(f[0]), ip_text(f[1]), int(f[2]), int(f[3]), int(f[4]))
     return PingReply(int(f[0]))
 
 
 def _qiactex(text: str, f: list[str], data: bytes | None) -> Urc:
-    return ActExResult(int(f[0]), int(f[1]), tuple(f[3:]))
+    return ActExResult(int(f[0]), int(f[1]), tuple(ip_text(x) for x in f[3:] if x))
 
 
 def _registration(text: str, f: list[str], data: bytes | None) -> Urc:

@@ -325,6 +325,7 @@ class Family:
     creg: bool = True
     qinistat: bool = True
     ipv6: bool = True
+    dnscfg_same_family: bool = False  # RU §2.3.14: IPv4 DNS only in IPv4, IPv6 only in IPv6
     max_domain: int = 256
 
     def code(self, key: str) -> int:
@@ -444,6 +445,7 @@ RG500U = replace(
     ping_size_max=1500,
     incoming_full_server_id=True,
     qiopen_extra="maxnum_timeout",
+    dnscfg_same_family=True,
     failed_open_keeps_id=True,
     qistate_test_ranges=True,
 )

@@ -411,7 +411,13 @@ class Handlers:
             ctxs = [self.s.context(self.check_ctx(cmd, 0))]
         else:
             ctxs = self.s.active_contexts()
-        return self.ok(*[f'+CGPADDR: {c.cid},"{c.ip if c.active else "0.0.0.0"}"' for c in ctxs])
+        return self.ok(*[self.cgpaddr_line(c) for c in ctxs])
+
+    def cgpaddr_line(self, c) -> str:
+        if not c.active:
+            return f'+CGPADDR: {c.cid},"0.0.0.0"'
+        addrs = {1: [c.ip], 2: [c.ip6], 3: [c.ip, c.ip6]}.get(c.ctype, [c.ip])
+        return f"+CGPADDR: {c.cid}," + ",".join(f'"{a}"' for a in addrs)
 
     async def h_CCLK(self, cmd: Command) -> Reply:
         if cmd.kind == "read":
@@ -492,7 +498,10 @@ class Handlers:
         return self.ok()
 
     def qiact_line(self, prefix: str, c) -> str:
-        return f'{prefix}: {c.cid},1,{1 if c.ctype != 2 else 2},"{c.ip}"'
+        """`<context_type>[,<IP_address>]`: one address; an IPv4v6 context shows the version
+        "ipv6prior" prefers (S5 §2.3.15) [inference: the manuals list types 1 and 2 only]."""
+        v6 = c.ctype == 2 or (c.ctype == 3 and self.s.qicfg.get("ipv6prior", [0])[0] == 1)
+        return f'{prefix}: {c.cid},1,{2 if v6 else 1},"{c.ip6 if v6 else c.ip}"'
 
     async def h_QIACT(self, cmd: Command) -> Reply:
         if cmd.kind == "test":
@@ -577,6 +586,8 @@ class Handlers:
             ip = "127.0.0.1" if not (is_ip_literal(host) and is_loopback(host)) else host
             if ":" in host and is_ip_literal(host):
                 ip = "::1"
+            if self.wrong_version(c, ip):  # the local address of a version the context lacks
+                err = self.f.code("bind")
             for other in self.s.sockets.values():
                 if (
                     other.service in (LISTENER, SERVICE)
@@ -586,6 +597,8 @@ class Handlers:
                     err = self.f.code("port_busy")
         else:
             ip = self.resolve(host)
+            if ip is not None and self.wrong_version(c, ip):
+                err = self.f.code("connect_failed")
         if self.emu._open_fail:
             err = self.emu._open_fail.pop(0)  # fault injection: this result code, whatever else
         sock = ModSocket(
@@ -596,6 +609,10 @@ class Handlers:
         self.s.adopt(sock)
         reply.after.append(lambda: self.s.spawn(sock.open_task, ip, err))
         return reply
+
+    def wrong_version(self, c, ip: str) -> bool:
+        """The address is of an IP version the context does not carry (no NAT64 here)."""
+        return ipaddress.ip_address(ip).version not in c.versions
 
     async def h_QICLOSE(self, cmd: Command) -> Reply:
         if cmd.kind == "test":
@@ -626,7 +643,8 @@ class Handlers:
 
     def qistate_line(self, sock: ModSocket) -> str:
         if sock.service in (LISTENER, SERVICE):
-            ip = self.s.context(sock.ctx).ip
+            c = self.s.context(sock.ctx)  # the module's own address (S5 §3.7.1, §3.9.1)
+            ip = c.ip6 if ":" in (sock.remote_ip or sock.remote_host) else c.ip
             rport = 0
         else:
             ip = sock.remote_ip or sock.remote_host
@@ -982,10 +1000,12 @@ class Handlers:
         if len(cmd.args) == 1:
             return self.ok(f'+QIDNSCFG: {c.cid},"{c.dns[0]}","{c.dns[1]}"')
         pri = cmd.str(1)
-        sec = cmd.str(2, default="0.0.0.0")
+        sec = cmd.str(2, default="::" if ":" in pri else "0.0.0.0")
         if not is_ip_literal(pri) or not is_ip_literal(sec):
             raise BadParam("dns address")
-        c.dns = (pri, sec)
+        if self.f.dnscfg_same_family and any(self.wrong_version(c, a) for a in (pri, sec)):
+            raise BadParam("dns address of the other IP version")
+        c.dns_set = (pri, sec)
         return self.ok()
 
     async def h_QIDNSGIP(self, cmd: Command) -> Reply:
@@ -1094,11 +1114,18 @@ class Handlers:
 class Bc25Handlers(Handlers):
     """BC25/BC32 (manual 002): no QIACT (AT+CGACT), 512-byte limits, two-stage results."""
 
+    protocol_type = 0  # QIOPEN's <protocol_type> of the command being handled
+
     def qiopen_extra(self, cmd: Command) -> int:
-        if cmd.has(7):
-            if cmd.int(7, 0, 1) == 1 and cmd.has(2) and cmd.str(2).upper() == LISTENER:
-                raise BadParam("TCP LISTENER is not supported on IPv6")
+        self.protocol_type = cmd.int(7, 0, 1, default=0)  # 0 IPv4, 1 IPv6 (BC §2.1.1)
+        if self.protocol_type == 1 and cmd.has(2) and cmd.str(2).upper() == LISTENER:
+            raise BadParam("TCP LISTENER is not supported on IPv6")
         return 1
+
+    def wrong_version(self, c, ip: str) -> bool:
+        """BC25 opens the IP version <protocol_type> names, whatever the address is."""
+        version = ipaddress.ip_address(ip).version
+        return version != (6 if self.protocol_type == 1 else 4) or super().wrong_version(c, ip)
 
     def qiopen_test(self) -> str:
         return (
@@ -1225,7 +1252,7 @@ class Bc25Handlers(Handlers):
         if not is_ip_literal(pri) or not is_ip_literal(sec):
             raise BadParam("dns address")
         for ctx in range(self.f.context_ids[0], self.f.context_ids[1] + 1):
-            self.s.context(ctx).dns = (pri, sec)
+            self.s.context(ctx).dns_set = (pri, sec)
         return self.ok()
 
     async def h_QIKALIVE(self, cmd: Command) -> Reply:
@@ -1247,10 +1274,11 @@ class Rg500uHandlers(Handlers):
     """RGx00U/RM500U (manual 004): QIACTEX/QIDEACTEX, dual-stack QIACT?, extra QIOPEN params."""
 
     def qiact_line(self, prefix: str, c) -> str:
+        # both addresses of an IPv4v6 context, IPv6 in upper case (line-shapes D3, RU §2.3.3)
         if c.ctype == 3:
-            return f'{prefix}: {c.cid},1,3,"{c.ip}","fd00::{c.cid}"'
+            return f'{prefix}: {c.cid},1,3,"{c.ip}","{c.ip6.upper()}"'
         if c.ctype == 2:
-            return f'{prefix}: {c.cid},1,2,"fd00::{c.cid}"'
+            return f'{prefix}: {c.cid},1,2,"{c.ip6.upper()}"'
         return f'{prefix}: {c.cid},1,1,"{c.ip}"'
 
     def qiopen_extra(self, cmd: Command) -> int:

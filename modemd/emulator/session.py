@@ -128,11 +128,29 @@ class Context:
     password: str = ""
     auth: int = 0
     active: bool = False
-    dns: tuple[str, str] = ("8.8.8.8", "8.8.4.4")
+    dns_set: tuple[str, str] | None = None  # AT+QIDNSCFG; None: the network's servers
 
     @property
     def ip(self) -> str:
         return f"10.7.157.{self.cid}"
+
+    @property
+    def ip6(self) -> str:
+        """The context's IPv6 address, from the documentation prefix 2001:db8::/32."""
+        return f"2001:db8:7:157::{self.cid:x}"
+
+    @property
+    def versions(self) -> tuple[int, ...]:
+        """IP versions the context carries (<context_type> 1 IPv4, 2 IPv6, 3 IPv4v6)."""
+        return {1: (4,), 2: (6,), 3: (4, 6)}.get(self.ctype, (4,))
+
+    @property
+    def dns(self) -> tuple[str, str]:
+        if self.dns_set is not None:
+            return self.dns_set
+        if self.ctype == 2:
+            return ("2001:4860:4860::8888", "2001:4860:4860::8844")
+        return ("8.8.8.8", "8.8.4.4")
 
 
 @dataclass

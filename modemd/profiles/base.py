@@ -139,6 +139,8 @@ class Profile:
     manual: str                   # which seed manual it comes from
     title: str
     models: tuple[str, ...]       # substrings of AT+CGMM / ATI output that select this profile
+    # PDP contexts (seeds-comparison §3.1-§3.3, trap 36): the <contextID> range every command takes
+    # and how many may be active at once (the module refuses one more activation)
     context_ids: range = range(1, 17)
     connect_ids: range = range(0, 12)
     max_send: int = 1460          # AT+QISEND=<id>,<len> maximum
@@ -160,10 +162,23 @@ class Profile:
     has_pdpdeact_urc: bool = True
     direct_push: bool = True      # access mode 1 and AT+QISWTMD: TCP data pushed as it arrives
     ntp_command: str | None = "AT+QNTP"
+    # IPv6 (seeds-comparison §3.1 <context_type>, traps 39-42): the PDP types a context may have
     ip_types: tuple[str, ...] = ("ipv4", "ipv6", "ipv4v6")
     tcp_listener: bool = True
     tcp_listener_ipv6: bool = True
     udp_service: bool = True
+    # local address of a TCP LISTENER / UDP SERVICE: "127.0.0.1" by every manual's parameter text;
+    # on an IPv6-only context the S5 examples write the IPv6 loopback (S5 §3.7.1, §3.9.1)
+    listen_address: str = "127.0.0.1"
+    listen_address_ipv6: str = "0:0:0:0:0:0:0:1"
+    # BC25/BC32: QIOPEN's 8th parameter <protocol_type> (0 IPv4, 1 IPv6; BC §2.1.1): the module
+    # does not infer the IP version from the context, it must be told
+    qiopen_protocol_type: bool = False
+    # AT+QIDNSCFG: per context `=<contextID>[,<pri>[,<sec>]]` (S5 §2.3.13, U §2.12, 96 §2.1.13,
+    # RU §2.3.14), or one pair for the module `=<pri>[,<sec>]` / `?` (BC §2.1.14)
+    dnscfg_context: bool = True
+    # RU §2.3.14 notes: "Only IPv4 DNS address can be set in IPv4. Only IPv6 DNS ... in IPv6."
+    dnscfg_same_family: bool = False
     qiclose_has_timeout: bool = True
     two_stage_send: bool = False  # OK, then SEND OK / SEND FAIL
     two_stage_close: bool = False  # OK, then CLOSE OK

@@ -15,7 +15,7 @@ from typing import Any
 import trio
 
 from ..at.channel import AtCommandError, AtError, AtTimeout, ChannelClosed, CommandLost
-from ..at.commands import QuectelAt, is_ip_literal
+from ..at.commands import QuectelAt, ip_version, is_ip_literal
 from ..at.urc import Incoming, IncomingFull
 from ..validate import check_hostname
 from .dispatcher import SUBSCRIBE_BUFFER, UrcDispatcher
@@ -45,7 +45,6 @@ log = logging.getLogger("modemd.sockets")
 
 CLOSE_GRACE = 15.0  # s: longest a shielded QICLOSE may hold up a cancelled caller
 QICLOSE_TRIES = 3   # a QICLOSE whose answer was lost is written again (closing twice is harmless)
-LISTEN_HOST = "127.0.0.1"  # manuals: LISTENER / SERVICE sockets are opened at 127.0.0.1
 
 
 def settings_from(proxy_cfg: Any, supervisor_cfg: Any) -> SocketSettings:
@@ -227,13 +226,20 @@ class SocketManager:
     async def open_server(
         self, context_id: int, service_type: str, local_port: int, *, label: str = ""
     ) -> ModuleSocket:
-        """Open a module-side "TCP LISTENER" or "UDP SERVICE" on `local_port`."""
+        """Open a module-side "TCP LISTENER" or "UDP SERVICE" on `local_port`, at the family's
+        local address for the context's IP version (profile data, QuectelAt.listen_address)."""
         if service_type not in ("TCP LISTENER", "UDP SERVICE"):
             raise ValueError("server service_type must be TCP LISTENER or UDP SERVICE")
-        return await self._open(context_id, service_type, LISTEN_HOST, 0, local_port, label, "")
+        return await self._open(context_id, service_type, None, 0, local_port, label, "")
+
+    def ipv6_only(self, context_id: int) -> bool:
+        """The context has IPv6 addresses only (as the supervisor published them with
+        context_up): listeners take the IPv6 loopback, BC25 names resolve as IPv6."""
+        addresses = self.link.context(context_id).addresses
+        return bool(addresses) and all(ip_version(a) == 6 for a in addresses)
 
     async def _open(
-        self, context_id: int, service_type: str, host: str, port: int, local_port: int,
+        self, context_id: int, service_type: str, host: str | None, port: int, local_port: int,
         label: str, local_peer: str,
     ) -> ModuleSocket:
         try:
@@ -245,11 +251,14 @@ class SocketManager:
             raise
 
     async def _open_any(
-        self, context_id: int, service_type: str, host: str, port: int, local_port: int,
+        self, context_id: int, service_type: str, host: str | None, port: int, local_port: int,
         label: str, local_peer: str,
     ) -> ModuleSocket:
-        """Try IDs until one opens or the module gives a real answer (563 means: another ID)."""
+        """Try IDs until one opens or the module gives a real answer (563 means: another ID).
+        `host` None: a server socket, at the family's local address for the context."""
         env = await self._prepare(context_id)
+        if host is None:
+            host = env.at.listen_address(self.ipv6_only(context_id))
         held: list[ModuleSocket] = []  # IDs that answered 563: closed, kept out of this open
         try:
             for _ in env.profile.connect_ids:
@@ -333,7 +342,7 @@ class SocketManager:
         try:
             await env.at.qiopen(
                 msock.context_id, msock.connect_id, msock.service_type, msock.host, msock.port,
-                msock.local_port, 1 if push else 0,
+                msock.local_port, 1 if push else 0, ipv6_context=self.ipv6_only(msock.context_id),
             )
         except AtCommandError as exc:
             if exc.code is not None:

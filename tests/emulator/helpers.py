@@ -167,8 +167,8 @@ async def modem(**kw):
             port.close()
 
 
-async def activate(port: Port, ctx: int = 1) -> None:
-    await port.ok(f'AT+QICSGP={ctx},1,"internet","",""')
+async def activate(port: Port, ctx: int = 1, ctype: int = 1) -> None:
+    await port.ok(f'AT+QICSGP={ctx},{ctype},"internet","",""')
     await port.ok(f"AT+QIACT={ctx}")
 
 

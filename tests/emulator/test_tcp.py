@@ -81,7 +81,7 @@ def test_hosts_map_rejects_non_loopback():
 
 async def test_dns_names_through_hosts_map():
     async with modem(hosts={"server.test": "127.0.0.1", "v6.test": "::1"}) as (emu, port):
-        await activate(port)
+        await activate(port, ctype=3)  # IPv4v6: names of either version connect
         async with tcp_server() as (sport, accepted):
             assert await open_client(port, 0, sport, host="server.test") == "+QIOPEN: 0,0"
             await accepted.receive()
