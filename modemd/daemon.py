@@ -343,7 +343,7 @@ class Daemon:
         log.info("reload: applying %s", ", ".join(c.path for c in changes.changes) or "listeners")
         running = dataclasses.replace(new, modem=self.cfg.modem)  # --emulate: keep the pty
         appliers = {Apply.PROXY: self._reload_proxy, Apply.PDP: self._reload_pdp,
-                    Apply.LIVE: self._reload_live}  # one entry per Apply (and RULES) kind
+                    Apply.LIVE: self._reload_live}  # one per Apply kind ([sim]: sim_retry here)
         errors: list[str] = []
         for how, applier in appliers.items():
             if how in todo:

@@ -469,3 +469,25 @@ def test_sighup_applies_the_apn_and_tells_systemd(tmp_path):
         log.close()
         notify.close()
 
+
+
+def test_modemctl_status_text_names_the_pending_keys():
+    from modemd.modemctl import format_status
+
+    pdp = {"context_id": 1, "up": True, "address": "10.7.157.1", "apn": "internet", "auth": "none",
+           "ip_type": "ipv4"}
+    assert "IP:" in format_status({"state": "serving", "pdp": pdp})
+    line = next(x for x in format_status({"pdp": {**pdp, "pending": ["pdp.apn"]}}).splitlines()
+                if x.startswith("IP:"))
+    assert line.endswith("10.7.157.1 (context 1, APN internet, reload pending: pdp.apn)")
+
+
+def test_an_instance_reloads_its_own_file():
+    """modemd@NAME runs with --instance NAME and no --config: SIGHUP re-reads /etc/modemd/NAME.toml
+    (it used to answer "no configuration file to reload")."""
+    from modemd.daemon import config_path
+    from modemd.instance import config_file
+
+    args = argparse.Namespace(emulate=False, config=None, instance="north")
+    assert config_path(args) == str(config_file("north"))
+    assert config_path(argparse.Namespace(emulate=True, config=None, instance=None)) is None
