@@ -394,6 +394,16 @@ remote = "127.0.0.1:{daemon.ports['server']}"
         await (await echo_once(port)).aclose()
 
 
+async def test_a_reload_that_replaces_every_listener(tmp_path):
+    """Every unit stops before the new ones start: the proxy must stay open for them."""
+    async with daemon_running(tmp_path) as daemon:
+        moved = {**daemon.ports, "echo": free_port(), "other": free_port()}
+        write_config(tmp_path, moved)
+        assert await daemon.reload() == []
+        for name in ("echo", "other"):
+            await (await echo_once(moved[name])).aclose()
+
+
 # -- SIGHUP, as systemd sends it (subprocess daemon, real NOTIFY_SOCKET) -----------------------------
 def _ctl(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([PY, "-m", "modemd.modemctl", "--socket", str(tmp / "control.sock"),
