@@ -67,7 +67,7 @@ def handlers(daemon) -> dict[str, Any]:
         return {"host": host, "addresses": addresses}
 
     async def reconnect(args, peer):
-        daemon.supervisor.pdp.request_cycle("modemctl reconnect")
+        daemon.supervisor.reconnect("modemctl reconnect")  # QIDEACT -> QICSGP -> QIACT
         return {"requested": "pdp cycle"}
 
     async def reboot(args, peer):
@@ -77,10 +77,16 @@ def handlers(daemon) -> dict[str, Any]:
         return {"requested": "reboot", "force": force, "next_reboot": due or None}
 
     async def reload(args, peer):
-        errors = await daemon.reload()
+        errors = await daemon.reload()  # the same path as SIGHUP
+        if len(errors) == 1:
+            raise ControlError(errors[0])
         if errors:
-            raise ControlError("; ".join(errors))
-        return {"reloaded": True, "units": daemon.proxy.units}
+            raise ControlError(f"reload failed ({len(errors)} problems):\n" + "\n".join(errors))
+        result = {"reloaded": True, "units": daemon.proxy.units}
+        pending = daemon.supervisor.pdp.pending
+        if pending:  # applied: the context is re-cycled with them next (status shows when)
+            result["pending"] = list(pending)
+        return result
 
     async def at_command(args, peer):
         at = _at(daemon)
@@ -119,18 +125,29 @@ def _host(args) -> str:
         raise ControlError(str(exc)) from None
 
 
+def pdp_status(link, sup) -> dict[str, Any]:
+    """The PDP settings in effect (what the context was activated with), never the credentials;
+    keys a reload changed that the context does not use yet are listed as pending."""
+    eff = sup.pdp.effective
+    ctx = link.context(eff.context_id)
+    out: dict[str, Any] = {
+        "context_id": eff.context_id, "up": ctx.up, "address": ", ".join(ctx.addresses) or None,
+        "apn": eff.apn, "auth": eff.auth, "ip_type": eff.ip_type,
+    }
+    pending = sup.pdp.pending
+    if pending:
+        out["pending"] = list(pending)
+    return out
+
+
 async def status_of(daemon) -> dict[str, Any]:
-    link, sup, cfg = daemon.link, daemon.supervisor, daemon.cfg
-    ctx = link.context(cfg.pdp.context_id)
+    link, sup = daemon.link, daemon.supervisor
     pool = daemon.manager.pool
     result: dict[str, Any] = {
         "state": link.state,
         "status": link.status_text,
         **link.identity,
-        "pdp": {
-            "context_id": cfg.pdp.context_id, "up": ctx.up,
-            "address": ", ".join(ctx.addresses) or None, "apn": cfg.pdp.apn,
-        },
+        "pdp": pdp_status(link, sup),
         "uptime_seconds": round(trio.current_time() - daemon.started, 1),
         "connections": {
             "active": len(daemon.manager.connections()),

@@ -20,6 +20,8 @@ from .config import Config, ConfigError, load_config, parse_config
 from .instance import config_file
 from .link import ModemLink
 from .logs import register_secret, setup_logging
+from .reload import Apply, Change, restart_hint
+from .reload import plan as reload_plan
 from .serial import SerialError
 
 log = logging.getLogger("modemd")
@@ -50,15 +52,25 @@ def emulate_defaults(run: Path) -> dict:
     }
 
 
+def config_path(args) -> str | None:
+    """The file the config is read from (and re-read by reload); None: the built-in emulator one."""
+    if args.emulate and not args.config:
+        return None
+    return str(args.config or config_file(_instance(args)))
+
+
+def _instance(args) -> str:
+    return getattr(args, "instance", None) or ""
+
+
 def load(args) -> Config:
     try:
-        if args.emulate and not args.config:
+        path = config_path(args)
+        if path is None:
             run = runtime_dir()
             run.mkdir(parents=True, exist_ok=True)
             return parse_config(emulate_defaults(run), emulate=True, source="built-in emulator config")
-        instance = getattr(args, "instance", None) or ""
-        path = args.config or config_file(instance)
-        return load_config(path, emulate=args.emulate, instance=instance)
+        return load_config(path, emulate=args.emulate, instance=_instance(args))
     except ConfigError as exc:
         if len(exc.errors) == 1:
             raise UserError(exc.errors[0]) from None
@@ -69,8 +81,7 @@ def run_main(args) -> int:
     cfg = load(args)
     level = args.log_level or cfg.log.level
     setup_logging(level)
-    for secret in (cfg.pdp.password, cfg.pdp.username):
-        register_secret(secret)
+    register_secrets(cfg)
     try:
         trio.run(Daemon(cfg, args).run, strict_exception_groups=True)
     except BaseException as exc:  # noqa: BLE001 - unwrap trio's groups to find a user error
@@ -79,6 +90,12 @@ def run_main(args) -> int:
             raise UserError(_one_line(leaf)) from None
         raise
     return 0
+
+
+def register_secrets(cfg: Config) -> None:
+    """The config's secrets are redacted from every log line from now on (a changed password too)."""
+    for secret in (cfg.pdp.password, cfg.pdp.username):
+        register_secret(secret)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -111,9 +128,12 @@ def _one_line(exc: BaseException) -> str:
 
 class Daemon:
     def __init__(self, cfg: Config, args) -> None:
-        self.cfg = cfg
+        self.cfg = cfg          # the running config (--emulate: modem.port is the emulator's pty)
+        self.loaded = cfg       # the config as read from its file: what a reload is compared with
         self.args = args
         self.link = ModemLink()
+        self._reload_lock = trio.Lock()
+        self._proxy_failed = False  # a listener did not start: the next reload tries it again
         self.started = 0.0
         self.emulated_hosts: dict[str, str] = {}  # --emulate: the emulator's whole DNS
 
@@ -283,23 +303,94 @@ class Daemon:
             log.warning("shutdown took longer than %g s; exiting anyway", SHUTDOWN_SECONDS)
 
     async def reload(self) -> list[str]:
-        """SIGHUP / modemctl reload: re-read the config; unchanged forwards keep their connections."""
-        if not self.args.config:
-            return ["no configuration file to reload (running on the built-in config)"]
-        systemd.reloading("reloading configuration")
-        try:
-            new = load_config(self.args.config, emulate=self.args.emulate)
-        except ConfigError as exc:
-            log.error("reload refused, configuration invalid:\n%s", exc)
-            systemd.ready(self.link.status_text)
-            return list(exc.errors)
-        for secret in (new.pdp.password, new.pdp.username):  # a changed password is never logged
-            register_secret(secret)
-        new = dataclasses.replace(new, modem=self.cfg.modem)
-        errors = await self.proxy.reload(new)
-        self.cfg = new
-        systemd.ready(self.link.status_text)
+        """SIGHUP and modemctl reload: apply what changed in the config file, or nothing at all.
+
+        Each changed key is looked up in `modemd.reload.RULES`: listeners go to Proxy.reload
+        (unchanged ones keep their connections), [pdp] settings to the supervisor (the context is
+        re-cycled with them), log.level is set at once. A key that needs a restart, or that the
+        module cannot serve, fails the reload with one line naming it, and nothing of the new file
+        is applied. Returns those lines ([] = applied); each is logged too.
+        """
+        async with self._reload_lock:
+            systemd.reloading("reloading configuration")
+            try:
+                errors = await self._reload()
+            finally:
+                systemd.ready(self.link.status_text)
+        for line in errors:
+            log.error("reload failed: %s", line)
         return errors
+
+    async def _reload(self) -> list[str]:
+        path = config_path(self.args)
+        if path is None:
+            return ["no configuration file to reload (running on the built-in config)"]
+        try:
+            new = load_config(path, emulate=self.args.emulate, instance=_instance(self.args))
+        except ConfigError as exc:
+            return [f"{line} (nothing applied)" for line in exc.errors]
+        register_secrets(new)  # before any line about it: a changed password is never logged
+        changes = reload_plan(self.loaded, new, restart_hint=restart_hint(_instance(self.args)))
+        refused = changes.refused + self._cannot_serve(new)
+        if refused:
+            return [f"{line} (nothing applied)" for line in refused]
+        todo = dict(changes.by)
+        if self._proxy_failed:
+            todo.setdefault(Apply.PROXY, [])
+        if not todo:
+            log.info("reload: %s unchanged", path)
+            return []
+        log.info("reload: applying %s", ", ".join(c.path for c in changes.changes) or "listeners")
+        running = dataclasses.replace(new, modem=self.cfg.modem)  # --emulate: keep the pty
+        appliers = {Apply.PROXY: self._reload_proxy, Apply.PDP: self._reload_pdp,
+                    Apply.LIVE: self._reload_live}  # one per Apply kind ([sim]: sim_retry here)
+        errors: list[str] = []
+        for how, applier in appliers.items():
+            if how in todo:
+                errors += await applier(running, todo[how])
+        self.cfg, self.loaded = running, new
+        return errors
+
+    def _cannot_serve(self, new: Config) -> list[str]:
+        """What the module (as identified, else as configured) cannot do in the new config."""
+        from .capabilities import problems
+        from .proxy.proxy import known_profile
+
+        profile = known_profile(new, self.link.profile)
+        if profile is None:
+            return []
+        out = [f"{p}; change it back" for p in problems(new, profile)]
+        if new.listens and not self.loaded.listens and profile.server_init_commands:
+            out.append(f"listen: the first [[listen]] needs {profile.name}'s server settings, "
+                       f"sent only at start: restart modemd "
+                       f"({restart_hint(_instance(self.args))})")
+        return out
+
+    async def _reload_proxy(self, new: Config, changes: list[Change]) -> list[str]:
+        from .proxy.proxy import ProxyConfigError
+
+        try:
+            errors = await self.proxy.reload(new)
+        except ProxyConfigError as exc:
+            return [str(exc)]
+        self._proxy_failed = bool(errors)
+        self.metrics.declare_forwards([f.name for f in new.forwards] + [x.name for x in new.listens])
+        return errors
+
+    async def _reload_pdp(self, new: Config, changes: list[Change]) -> list[str]:
+        """The supervisor re-cycles the context with them (its connections are reset, logged)."""
+        self.supervisor.apply_pdp(new.pdp)
+        return []
+
+    async def _reload_live(self, new: Config, changes: list[Change]) -> list[str]:
+        for change in changes:
+            if change.rule == "log.level":
+                if getattr(self.args, "log_level", None):
+                    log.info("reload: log.level = %s not used: --log-level %s on the command line "
+                             "wins", new.log.level, self.args.log_level)
+                else:
+                    logging.getLogger().setLevel(new.log.level.upper())
+        return []
 
     def _provide_metrics(self, m) -> None:
         from .metrics_provider import provide

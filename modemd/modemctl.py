@@ -18,7 +18,8 @@ errors); never a traceback. `modemctl at` exits 1 when the module answers ERROR 
 The result shapes printed here (all keys optional; unknown keys are shown as they are):
   status:      {"state", "model", "firmware", "imei", "operator", "technology", "registration": {domain:
                text}, "signal": {"rssi_dbm", "csq", "rsrp_dbm", "rsrq_db", "sinr_db"}, "pdp":
-               {"context_id", "up", "address", "apn"}, "uptime_seconds", "module_uptime_seconds",
+               {"context_id", "up", "address", "apn", "auth", "ip_type", "pending": [keys a reload
+               changed, not in effect yet]}, "uptime_seconds", "module_uptime_seconds",
                "connections": {"active", "queued", "connect_ids_in_use", "connect_ids_available"},
                "reboots", "next_reboot": unix time or null, "version"}
   connections: [{"connect_id", "forward", "local_peer", "remote", "bytes_in", "bytes_out",
@@ -199,6 +200,8 @@ def format_status(st: Any) -> str:
         extra = [f"context {pdp['context_id']}"] if pdp.get("context_id") is not None else []
         if pdp.get("apn"):
             extra.append(f"APN {pdp['apn']}")
+        if pdp.get("pending"):  # a reload's [pdp] keys, not in effect until the context re-cycles
+            extra.append(f"reload pending: {', '.join(map(str, pdp['pending']))}")
         rows.append(("IP", text + (f" ({', '.join(extra)})" if extra else "")))
     else:
         rows.append(("IP", _dash(pdp)))

@@ -450,6 +450,16 @@ class Emulator:
                     return sock.real_port
         raise LookupError(f"no TCP LISTENER or UDP SERVICE at module port {module_port}")
 
+    def context_info(self, context_id: int) -> dict | None:
+        """What the last AT+QICSGP set for a context, and whether it is active (for tests); None
+        when this power-on has not touched the context."""
+        session = self._session
+        c = session.contexts.get(context_id) if session is not None else None
+        if c is None:
+            return None
+        return {"context_type": c.ctype, "apn": c.apn, "username": c.user, "password": c.password,
+                "auth": c.auth, "active": c.active}
+
     def socket_info(self, connect_id: int) -> dict | None:
         """A snapshot of one module socket (for tests), None if the connect_id is free."""
         session = self._session

@@ -113,6 +113,7 @@ class Proxy:
                 nursery.cancel_scope.cancel()
             else:
                 task_status.started()
+                await trio.sleep_forever()  # reload may stop every unit and start new ones
         if error is not None:
             raise error
 

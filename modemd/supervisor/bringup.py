@@ -236,28 +236,6 @@ async def wait_ps(sup: Supervisor, timeout: float) -> bool:
     return False
 
 
-# -- PDP configuration -------------------------------------------------------------------------
-async def configure(sup: Supervisor) -> None:
-    """AT+QICSGP (APN, credentials, auth, IP type); credentials never reach a log line."""
-    pdp = sup.cfg.pdp
-    sup.enter(State.CONFIGURING, 30.0)
-    at = sup.at
-    log.info(
-        "configuring context %d: APN %r, auth %s, %s%s",
-        pdp.context_id, pdp.apn, pdp.auth, pdp.ip_type, ", with credentials" if pdp.username else "",
-    )
-    try:
-        if sup.profile.has_qicsgp:
-            await at.qicsgp(
-                pdp.context_id, pdp.apn, pdp.username, pdp.password, pdp.auth, pdp.ip_type
-            )
-        else:  # BC25/BC32: no QICSGP; the APN goes through AT+CGDCONT
-            pdp_type = {"ipv4": "IP", "ipv6": "IPV6", "ipv4v6": "IPV4V6"}[pdp.ip_type]
-            await at.run(f'AT+CGDCONT={pdp.context_id},"{pdp_type}","{pdp.apn}"')
-    except AtCommandError as exc:
-        log.error("configuring context %d refused: %s", pdp.context_id, exc.response.final)
-
-
 async def _keepalive(sup: Supervisor) -> None:
     """[proxy] keepalive_seconds as the module's TCP keepalive (the ACK rule only runs while
     data is unacknowledged: without it an idle connection to a dead peer is never noticed)."""

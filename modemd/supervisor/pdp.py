@@ -8,6 +8,10 @@
 - while serving: `+QIURC: "pdpdeact"` and the socket layer's "5 consecutive failed QIOPEN" both
   cycle the context (QIDEACT + QIACT); every `pdp_check_interval` AT+QIACT? confirms it is still
   active and its address unchanged.
+- settings: `configure()` writes AT+QICSGP with `wanted` (the config's [pdp], replaced by a reload
+  through `apply()`); once QIACT succeeds after it, they are `in_effect` (what status shows). New
+  settings while serving re-cycle the context with QICSGP in between (QIDEACT -> QICSGP -> QIACT),
+  as does `modemctl reconnect`; before serving, the next configure step simply uses them.
 
 Families without QIACT (BC25/BC32) use AT+CGACT / AT+CGACT? / AT+CGPADDR instead.
 """
@@ -17,7 +21,8 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -31,12 +36,25 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("modemd.supervisor")
 
 
+@dataclass(frozen=True)
+class PdpSettings:
+    """The PDP settings in effect, as status shows them: never the credentials themselves."""
+
+    context_id: int
+    apn: str
+    auth: str
+    ip_type: str
+
+
 class PdpKeeper:
     """Keeps `cfg.pdp.context_id` active; counters are attributes for metrics."""
 
     def __init__(self, sup: Supervisor) -> None:
         self.sup = sup
         self.context_id: int = sup.cfg.pdp.context_id
+        self.wanted: Any = sup.cfg.pdp       # a PdpConfig: what the next AT+QICSGP writes
+        self.in_effect: Any = sup.cfg.pdp    # what the context was last activated with
+        self._configured: Any = sup.cfg.pdp  # what the last AT+QICSGP wrote
         self.addresses: tuple[str, ...] = ()
         self.activation_failures = 0     # consecutive AT+QIACT ERRORs
         self.deactivation_failures = 0   # consecutive AT+QIDEACT ERRORs
@@ -46,10 +64,63 @@ class PdpKeeper:
         self.up_since: float | None = None
         self._requests_in, self._requests = trio.open_memory_channel(math.inf)
 
-    # -- requests from URCs and the socket layer ------------------------------------------------
-    def request_cycle(self, reason: str) -> None:
-        """Deactivate and re-activate the context as soon as the serving loop can."""
-        self._requests_in.send_nowait(reason)
+    # -- settings ---------------------------------------------------------------------------------
+    @property
+    def effective(self) -> PdpSettings:
+        e = self.in_effect
+        return PdpSettings(self.context_id, e.apn, e.auth, e.ip_type)
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """The [pdp] keys a reload changed that the context does not use yet."""
+        return tuple(
+            f"pdp.{f.name}" for f in fields(self.wanted)
+            if getattr(self.wanted, f.name) != getattr(self.in_effect, f.name)
+        )
+
+    def apply(self, settings: Any) -> None:
+        """New [pdp] settings (same context_id): used by the next configure step; while serving
+        the context is re-cycled with them at once."""
+        if settings.context_id != self.context_id:
+            raise ValueError("pdp.context_id cannot change while running")
+        if settings == self.wanted:
+            return
+        changed = [f.name for f in fields(settings)
+                   if getattr(settings, f.name) != getattr(self.wanted, f.name)]
+        self.wanted = settings
+        self.request_cycle(f"reload: pdp.{', pdp.'.join(changed)} changed", configure=True)
+
+    async def configure(self) -> None:
+        """AT+QICSGP (APN, credentials, auth, IP type); credentials never reach a log line."""
+        sup, pdp = self.sup, self.wanted
+        sup.enter(State.CONFIGURING, 30.0)
+        at = sup.at
+        log.info(
+            "configuring context %d: APN %r, auth %s, %s%s", pdp.context_id, pdp.apn, pdp.auth,
+            pdp.ip_type, ", with credentials" if pdp.username else "",
+        )
+        try:
+            if sup.profile.has_qicsgp:
+                await at.qicsgp(
+                    pdp.context_id, pdp.apn, pdp.username, pdp.password, pdp.auth, pdp.ip_type
+                )
+            else:  # BC25/BC32: no QICSGP; the APN goes through AT+CGDCONT
+                pdp_type = {"ipv4": "IP", "ipv6": "IPV6", "ipv4v6": "IPV4V6"}[pdp.ip_type]
+                await at.run(f'AT+CGDCONT={pdp.context_id},"{pdp_type}","{pdp.apn}"')
+        except AtCommandError as exc:
+            log.error("configuring context %d refused: %s", pdp.context_id, exc.response.final)
+            if pdp != self._configured:  # the module keeps the previous ones: say so, no loop
+                log.error("the reloaded [pdp] settings are not in effect: context %d keeps the "
+                          "previous ones", pdp.context_id)
+                self.wanted = self._configured
+            return
+        self._configured = pdp
+
+    # -- requests from URCs, the socket layer, reload and modemctl reconnect ----------------------
+    def request_cycle(self, reason: str, *, configure: bool = False) -> None:
+        """Deactivate and re-activate the context as soon as the serving loop can; `configure`:
+        write AT+QICSGP in between (reload, modemctl reconnect)."""
+        self._requests_in.send_nowait((reason, configure))
 
     def _drain(self) -> None:
         while True:
@@ -139,6 +210,7 @@ class PdpKeeper:
             await trio.sleep(t.activation_retry_delay)
         self.activation_failures = 0
         self.activations += 1
+        self.in_effect = self._configured
         self.addresses = addrs
         self.up_since = trio.current_time()
         sup.link.context_up(self.context_id, addrs)
@@ -178,13 +250,20 @@ class PdpKeeper:
             self.deactivations += 1
             return
 
-    async def cycle(self, reason: str) -> None:
-        """QIDEACT + QIACT (pdpdeact, repeated QIOPEN failures, context found inactive)."""
+    async def cycle(self, reason: str, *, configure: bool = False) -> None:
+        """QIDEACT + QIACT (pdpdeact, repeated QIOPEN failures, context found inactive), with
+        AT+QICSGP in between when asked (reload, reconnect) or when new settings wait."""
         kind = reason.split(":", 1)[0]
         self.cycles[kind] += 1
-        log.warning("cycling context %d: %s", self.context_id, reason)
+        n = self.sup.connection_count()
+        log.warning(
+            "cycling context %d: %s%s", self.context_id, reason,
+            "" if n is None else f"; {n} connection{'' if n == 1 else 's'} on it reset",
+        )
         self.sup.schedule.interrupted(trio.current_time())
         await self.deactivate(kind)
+        if configure or self.wanted != self._configured:
+            await self.configure()
         await self.activate()
 
     # -- serving ------------------------------------------------------------------------------------
@@ -194,11 +273,14 @@ class PdpKeeper:
         while True:
             sup.enter(State.SERVING, None)
             sup.schedule.serving(trio.current_time())
-            reason = None
+            if self.pending:  # a reload during bring-up, after its QICSGP: use them now
+                await self.cycle(f"reload: {', '.join(self.pending)} changed", configure=True)
+                continue
+            request = None
             with trio.move_on_after(t.pdp_check_interval):
-                reason = await self._requests.receive()
-            if reason is not None:
-                await self.cycle(reason)
+                request = await self._requests.receive()
+            if request is not None:
+                await self.cycle(request[0], configure=request[1])
                 continue
             active, addrs = await self.query()
             if not active or not addrs:

@@ -315,6 +315,19 @@ class Supervisor:
     def refresh_status(self) -> None:
         self.link.status_text = self.status_text()
 
+    def apply_pdp(self, settings: Any) -> None:
+        """A reload's new [pdp] (same context_id): in effect once the context is re-cycled with
+        it (at once while serving: QIDEACT -> QICSGP -> QIACT; else at the next configure step)."""
+        self.pdp.apply(settings)
+
+    def reconnect(self, reason: str) -> None:
+        """modemctl reconnect: QIDEACT -> QICSGP (the settings in effect) -> QIACT."""
+        self.pdp.request_cycle(reason, configure=True)
+
+    def connection_count(self) -> int | None:
+        """Open connections (for log lines about resets), None when nobody told us."""
+        return None if self._connections is None else self._connections()
+
     @property
     def next_reboot_time(self) -> float | None:
         return self.schedule.next_reboot_time
@@ -667,7 +680,7 @@ class Supervisor:
         if self.profile.cs_registration:
             await bringup.wait_cs(self)
         registered = await bringup.wait_ps(self, t.ps_timeout)
-        await bringup.configure(self)
+        await self.pdp.configure()
         if not registered:
             # S5 §1.1: "configure the PDP context then switch the functionality level with AT+CFUN"
             await bringup.cfun_cycle(self)
