@@ -179,6 +179,12 @@ class PdpConfig:
 
 
 @dataclass(frozen=True)
+class SimConfig:
+    pin: str = field(default="", repr=False)  # from sim.pin or the content of sim.pin_file ("" = none)
+    pin_file: str = ""                        # the resolved path it was read from, "" if none
+
+
+@dataclass(frozen=True)
 class PowerConfig:
     backend: str = "none"  # one of POWER_BACKENDS
     chip: str = "/dev/gpiochip0"
@@ -292,6 +298,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
 
 
 # ------------------------------------------------------------------------------------ helpers
@@ -731,7 +738,7 @@ def _check_name(value: str) -> None:
 
 _TOP = (
     "modem", "pdp", "power", "supervisor", "forward", "listen", "socks", "proxy", "metrics",
-    "control", "log",
+    "control", "log", "sim",
 )  # fmt: skip
 
 
@@ -850,6 +857,55 @@ def _read_password(t: _Table, path: Path) -> str:
     except ValueError as exc:
         msg = str(exc).removeprefix("pdp.password_file: ")
         t.err("password_file", f"the password in {str(path)!r} {msg}")
+        return ""
+
+
+PIN_FILE_MAX = 64  # bytes read from sim.pin_file (a PIN is 4-8 digits; whitespace around it)
+
+
+def _check_pin(value: str) -> str:
+    """4 to 8 ASCII digits (27.007 +CPIN); the message never shows the value."""
+    if not (4 <= len(value) <= 8 and value.isascii() and value.isdigit()):
+        raise ValueError("must be 4 to 8 digits (0-9)")
+    return value
+
+
+def _sim(errors: list[str], data: Any, base_dir: Path) -> SimConfig:
+    """[sim]: the SIM's PIN, inline or from a file; a secret like pdp.password."""
+    t = _Table(errors, data, "sim", ("pin", "pin_file"), secret=("pin",))
+    pin = t.string("pin", "", check=lambda s: s == "" or _check_pin(s))
+    pin_file = t.string("pin_file", "")
+    if pin_file:
+        if t.has("pin") and t.data["pin"] != "":
+            t.err("pin_file", "sim.pin and sim.pin_file are mutually exclusive; remove one")
+            return SimConfig()
+        path = base_dir / pin_file
+        return SimConfig(pin=_read_pin(t, path), pin_file=str(path))
+    return SimConfig(pin=pin)
+
+
+def _read_pin(t: _Table, path: Path) -> str:
+    if "\0" in str(path):
+        t.err("pin_file", "the path contains a NUL byte")
+        return ""
+    try:
+        with path.open("rb") as f:  # bounded: pin_file = "/dev/zero" must not eat memory
+            raw = f.read(PIN_FILE_MAX + 1)
+    except FileNotFoundError:
+        t.err("pin_file", f"cannot read {str(path)!r}: no such file")
+        return ""
+    except PermissionError:
+        t.err("pin_file", f"cannot read {str(path)!r}: permission denied (the daemon's user "
+                          "must be able to read it)")
+        return ""
+    except OSError as exc:
+        t.err("pin_file", f"cannot read {str(path)!r}: {exc.strerror or exc}")
+        return ""
+    text = raw.decode("ascii", "replace").strip() if len(raw) <= PIN_FILE_MAX else ""
+    try:
+        return _check_pin(text)
+    except ValueError as exc:
+        t.err("pin_file", f"the PIN in {str(path)!r} {exc}")
         return ""
 
 
@@ -1219,6 +1275,7 @@ def _build(
         metrics=_metrics(errors, data.get("metrics")),
         control=_control(errors, data.get("control"), instance),
         log=_log(errors, data.get("log")),
+        sim=_sim(errors, data.get("sim"), base_dir),
     )
     _cross_checks(errors, cfg, forwards, listens)
     return cfg

@@ -69,7 +69,7 @@ def run_main(args) -> int:
     cfg = load(args)
     level = args.log_level or cfg.log.level
     setup_logging(level)
-    for secret in (cfg.pdp.password, cfg.pdp.username):
+    for secret in (cfg.pdp.password, cfg.pdp.username, cfg.sim.pin):
         register_secret(secret)
     try:
         trio.run(Daemon(cfg, args).run, strict_exception_groups=True)
@@ -293,7 +293,7 @@ class Daemon:
             log.error("reload refused, configuration invalid:\n%s", exc)
             systemd.ready(self.link.status_text)
             return list(exc.errors)
-        for secret in (new.pdp.password, new.pdp.username):  # a changed password is never logged
+        for secret in (new.pdp.password, new.pdp.username, new.sim.pin):  # a changed password is never logged
             register_secret(secret)
         new = dataclasses.replace(new, modem=self.cfg.modem)
         errors = await self.proxy.reload(new)

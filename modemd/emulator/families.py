@@ -324,6 +324,7 @@ class Family:
     qiopen_read: bool = False
     creg: bool = True
     qinistat: bool = True
+    qpinc: bool = True  # AT+QPINC (PIN/PUK attempts left): BG96/BG95/UC15/RG500U manuals
     ipv6: bool = True
     max_domain: int = 256
 
@@ -422,6 +423,7 @@ BC25 = replace(
     qiswtmd_read=True,
     creg=False,
     qinistat=False,
+    qpinc=False,  # [inference] not in the BC25 AT command set
 )
 
 RG500U = replace(

@@ -114,6 +114,7 @@ BC25 = Profile(
     has_qisde=False,
     has_transparent=False,
     has_pdpdeact_urc=False,
+    has_qpinc=False,             # [inference] not in the BC25 AT command set
     ntp_command="AT+QNTTP",
     ip_types=("ipv4", "ipv6"),
     tcp_listener_ipv6=False,

@@ -48,6 +48,7 @@ from ..at.channel import (
 )
 from ..at.commands import QuectelAt
 from ..at.urc import ModuleReady, PdpDeact, PoweredDown, SimState
+from ..instance import state_dir as default_state_dir
 from ..link import ModemLink
 from ..profiles import Profile, UnknownModel, UnsupportedConfig, detect, get_profile
 from ..serial import SerialError, SerialMissing, SerialPort
@@ -57,6 +58,7 @@ from .health import health_loop
 from .ladder import ALIVE, FAILED, PORT_LOST, RESET, Ladder
 from .pdp import PdpKeeper
 from .power import make_power_backend
+from .sim import SimKeeper, SimStatus
 from .states import (
     BOOTING_STATES,
     TALKING_STATES,
@@ -150,6 +152,8 @@ class Supervisor:
     connections  callable giving the number of open connections, for the status line
     check_profile  `(profile, what) -> None`, raises UnsupportedConfig when the configuration asks
                  for something the identified family cannot do (fatal: the daemon stops)
+    state_dir    where the SIM's rejected PINs are kept across restarts (default: instance.state_dir)
+    config_path  the configuration file, named in the SIM stop states' messages
     """
 
     def __init__(
@@ -165,6 +169,8 @@ class Supervisor:
         observer: Observer | None = None,
         connections: Callable[[], int] | None = None,
         check_profile: ProfileCheck | None = None,
+        state_dir: str | None = None,
+        config_path: str = "",
     ) -> None:
         self.cfg = cfg
         self.link = link
@@ -183,6 +189,9 @@ class Supervisor:
         model = cfg.modem.model
         self.profile: Profile = get_profile("bg96" if model == "auto" else model)
         self.pdp = PdpKeeper(self)
+        self.sim_keeper = SimKeeper(
+            self, default_state_dir() if state_dir is None else state_dir, config_path
+        )
         # state
         self.state = State.STARTING
         self.state_detail = ""
@@ -314,6 +323,16 @@ class Supervisor:
 
     def refresh_status(self) -> None:
         self.link.status_text = self.status_text()
+
+    @property
+    def sim(self) -> SimStatus:
+        """The SIM's state and attempts left, as last seen (status and metrics read this)."""
+        return self.sim_keeper.status
+
+    def sim_retry(self) -> bool:
+        """Leave a SIM stop state and run the SIM step again with the current `cfg.sim` (reload
+        calls this when [sim] changed). False when the supervisor is in no SIM stop state."""
+        return self.sim_keeper.retry()
 
     @property
     def next_reboot_time(self) -> float | None:
