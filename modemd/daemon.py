@@ -17,7 +17,7 @@ import trio
 
 from . import __version__, systemd
 from .config import Config, ConfigError, load_config, parse_config
-from .instance import config_file
+from .instance import config_file, state_dir
 from .link import ModemLink
 from .logs import register_secret, setup_logging
 from .serial import SerialError
@@ -174,6 +174,8 @@ class Daemon:
             observer=metrics,
             connections=lambda: len(manager.connections()),
             check_profile=self._check_profile,
+            state_dir=state_dir(getattr(self.args, "instance", None) or ""),
+            config_path=self.args.config or config_file(getattr(self.args, "instance", None) or ""),
         )
         self.proxy = proxy = Proxy(cfg, manager)
         metrics.add_provider(self._provide_metrics)
@@ -293,10 +295,14 @@ class Daemon:
             log.error("reload refused, configuration invalid:\n%s", exc)
             systemd.ready(self.link.status_text)
             return list(exc.errors)
-        for secret in (new.pdp.password, new.pdp.username, new.sim.pin):  # a changed password is never logged
+        for secret in (new.pdp.password, new.pdp.username, new.sim.pin):  # never logged
             register_secret(secret)
         new = dataclasses.replace(new, modem=self.cfg.modem)
         errors = await self.proxy.reload(new)
+        sup = self.supervisor
+        if new.sim != sup.cfg.sim:  # a new PIN: leave a SIM stop state and try it (once)
+            sup.cfg = dataclasses.replace(sup.cfg, sim=new.sim)
+            sup.sim_retry()
         self.cfg = new
         systemd.ready(self.link.status_text)
         return errors

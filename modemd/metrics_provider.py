@@ -19,6 +19,7 @@ def provide(daemon, m) -> None:
 def _module(daemon, m) -> None:
     link, sup = daemon.link, daemon.supervisor
     m.set_supervisor_state(link.state)
+    m.set_sim(sup.sim)
     if link.identity:
         m.set_module_info(**{k: link.identity.get(k, "") for k in ("model", "firmware", "imei")})
     for context_id in {daemon.cfg.pdp.context_id}:
