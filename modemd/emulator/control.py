@@ -193,6 +193,8 @@ async def run_command(emu: Emulator, line: str) -> str:
             return "ok"
         if cmd == "noise":
             return _noise(emu, args)
+        if cmd == "sim":
+            return _sim(emu, args)
         if len(args) != 1 and not (cmd == "pdpdeact" and not args):
             raise ValueError(f"{cmd}: expected one argument")
         arg = args[0].lower() if args else ""
@@ -240,8 +242,6 @@ async def run_command(emu: Emulator, line: str) -> str:
             emu.interleave_urcs(_onoff(arg))
         elif cmd == "listenport":
             return f"ok {emu.module_listen_port(_int(arg))}"
-        elif cmd == "sim":
-            return _sim(emu, args)
         elif cmd == "register":
             emu.set_registered(_onoff(arg))
         elif cmd == "host":

@@ -256,7 +256,9 @@ class Handlers:
         if error is not None:
             return self.sim_cme(error)
         reply = self.ok()
-        reply.after.append(lambda: self.s.urc("+CPIN: READY"))  # 27.007: the state changed
+        # the state changed: +CPIN: READY, then what a card ready at boot is followed by
+        for line in ("+CPIN: READY", *(x for x in self.f.boot_urcs if x.startswith("+QIND:"))):
+            reply.after.append(lambda line=line: self.s.urc(line))
         return reply
 
     async def h_QPINC(self, cmd: Command) -> Reply:
