@@ -14,12 +14,12 @@ def provide(daemon, m) -> None:
     _module(daemon, m)
     _data_path(daemon, m)
     _recovery(daemon, m)
+    m.set_sim(daemon.supervisor.sim)  # the SIM's attempts left (the supervisor's SimStatus)
 
 
 def _module(daemon, m) -> None:
     link, sup = daemon.link, daemon.supervisor
     m.set_supervisor_state(link.state)
-    m.set_sim(sup.sim)
     if link.identity:
         m.set_module_info(**{k: link.identity.get(k, "") for k in ("model", "firmware", "imei")})
     for context_id in {daemon.cfg.pdp.context_id}:
