@@ -21,7 +21,8 @@ ladder (supply cut, PWRKEY); a flowchart rule that says "reboot" goes through th
 Metrics-friendly attributes: `state`, `state_since`, `schedule` (reboot count, next_reboot_time,
 reasons, history), `ladder_steps`, `ladder_failures`, `last_ladder`, `last_recovery_seconds`,
 `module_resets`, `health_checks`, `health_failures`, `cfun_cycles`, `pdp` (activations,
-deactivations, cycles, failures in a row), `troubles` (why each phase ended, by kind).
+deactivations, cycles, failures in a row), `troubles` (why each phase ended, by kind), `sim`
+(the SIM's `SimStatus`: state and attempts left).
 """
 
 from __future__ import annotations
