@@ -183,3 +183,25 @@ async def test_family_without_qpinc_shows_no_counts(mock_clock, tmp_path):
 def test_stop_states_are_states():
     assert {s.value for s in SIM_STOP_STATES} == {
         "sim_pin_required", "sim_pin_rejected", "sim_puk_required", "sim_not_inserted"}
+
+
+async def test_lost_answer_to_an_accepted_pin_goes_on(mock_clock, tmp_path):
+    async with emulator(sim_locked=True) as emu:
+        emu.lose_answer(r'AT\+CPIN=.*', part="final")   # the module takes the PIN; its OK is lost
+        async with running(sim_cfg(emu.tty_path, PIN), state_dir=str(tmp_path)) as (sup, link):
+            await serving(link)
+            assert emu.sim.cpin_writes == 1 and emu.lost == ['final AT+CPIN="4711"']
+            assert sup.schedule.total == 0
+
+
+async def test_lost_answer_to_a_wrong_pin_counts_as_rejected(mock_clock, tmp_path):
+    async with emulator(sim_locked=True) as emu:
+        emu.lose_answer(r'AT\+CPIN=.*', part="final")   # +CME ERROR: 16 lost on the line
+        cfg = sim_cfg(emu.tty_path, WRONG)
+        async with running(cfg, state_dir=str(tmp_path)) as (sup, link):
+            await wait_state(sup, State.SIM_PIN_REJECTED)
+            assert "still asks for its PIN after modemd sent it" in link.status_text
+            await emu.power_on()                           # a new power-on: still never twice
+            await wait_state(sup, State.INIT)
+            await wait_state(sup, State.SIM_PIN_REJECTED)
+            assert emu.sim.cpin_writes == 1 and emu.sim.pin_left == 2
