@@ -139,6 +139,8 @@ async def test_a_second_wrong_pin_is_tried_once_and_the_last_attempt_never(mock_
             await wait_state(sup, State.SIM_PIN_REQUIRED)
             assert "never spends the last one" in link.status_text
             assert emu.sim.cpin_writes == 2 and emu.sim.pin_left == 1
+            await stays(sup, State.SIM_PIN_REQUIRED, 600.0)
+            assert emu.sim.cpin_writes == 2
 
 
 async def test_puk_required(mock_clock, tmp_path):
@@ -153,6 +155,10 @@ async def test_puk_required(mock_clock, tmp_path):
             assert (sup.sim.pin_attempts_left, sup.sim.puk_attempts_left) == (0, 10)
             await stays(sup, State.SIM_PUK_REQUIRED)
             assert emu.sim.cpin_writes == writes           # no PIN to a PUK-locked card
+            # the operator unlocks it by hand (modemctl at): modemd notices by itself
+            await sup.at.run(f'AT+CPIN="{emu.sim.puk}","2468"')
+            await serving(link)
+            assert emu.sim.cpin_writes == writes + 1 and sup.schedule.total == 0
 
 
 async def test_sim_not_inserted_then_inserted(mock_clock, tmp_path):

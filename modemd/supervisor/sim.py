@@ -8,9 +8,10 @@ once. The last attempt is never spent automatically (where AT+QPINC tells how ma
 operator checks the PIN and enters it once by hand.
 
 In a stop state (`sim_pin_required`, `sim_pin_rejected`, `sim_puk_required`, `sim_not_inserted`)
-nothing is rebooted and nothing backs off; the status line names the fix. `sim_not_inserted` asks
-AT+CPIN? now and then and goes on when a card appears; the others wait for `retry()`
-(Supervisor.sim_retry: a reload with a new [sim], `modemctl reboot` leaves them too).
+nothing is rebooted and nothing backs off; the status line names the fix. Each asks AT+CPIN? now and
+then (never sending a code) and goes on when the answer changes (a card inserted, a PIN or PUK
+entered by hand), or at `retry()` (Supervisor.sim_retry: a reload with a new [sim]);
+`modemctl reboot` leaves them too.
 """
 
 from __future__ import annotations
@@ -140,7 +141,7 @@ class SimKeeper:
         sup = self.sup
         return (sup.boots, sup.schedule.total, sup.module_resets, sup.port_losses)
 
-    async def _until_ready_or_stop(self) -> tuple[State, str] | None:
+    async def _until_ready_or_stop(self) -> tuple[State, str, str] | None:
         sup, t = self.sup, self.sup.timings
         sup.enter(State.SIM, t.sim_timeout)
         last = "no answer yet"
@@ -155,7 +156,7 @@ class SimKeeper:
                     return None
                 stop = await self._decide(last)
                 if stop is not None:
-                    return stop
+                    return (*stop, last)
                 sup.enter(State.SIM, None, last, keep_deadline=True)
                 await trio.sleep(t.sim_poll)
         raise RebootNeeded(
@@ -185,8 +186,9 @@ class SimKeeper:
             await self._counters()
             return State.SIM_PUK_REQUIRED, (
                 "the SIM is locked with its PUK after 3 wrong PINs: unlock it with the PUK from "
-                "the SIM's card holder (modemctl at 'AT+CPIN=\"<PUK>\",\"<new PIN>\"'), set the new "
-                f"PIN in [sim] in {self.where} and run `modemctl reload`{self._left()}"
+                "the SIM's card holder (modemctl at 'AT+CPIN=\"<PUK>\",\"<new PIN>\"'; modemd "
+                f"goes on by itself) and set the new PIN in [sim] in {self.where}, then "
+                f"`modemctl reload`{self._left()}"
             )
         if code == "SIM PIN":
             return await self._pin()
@@ -213,8 +215,8 @@ class SimKeeper:
         if pin_left is not None and pin_left <= 1:
             return State.SIM_PIN_REQUIRED, (
                 f"the SIM has {pin_left} PIN attempt left and modemd never spends the last one: "
-                "check [sim] pin, enter it once by hand (modemctl at 'AT+CPIN=\"<PIN>\"') and run "
-                "`modemctl reboot`" + self._left()
+                "check [sim] pin and enter it once by hand (modemctl at 'AT+CPIN=\"<PIN>\"'; modemd "
+                "goes on by itself)" + self._left()
             )
         return await self._send(iccid, pin)
 
@@ -245,23 +247,23 @@ class SimKeeper:
             f"reload` (a changed PIN is tried once){self._left()}"
         )
 
-    async def _stopped(self, state: State, message: str) -> None:
-        """Stay in `state` (no reboot, no back-off) until retry(), or a SIM appears."""
+    async def _stopped(self, state: State, message: str, code: str) -> None:
+        """Stay in `state` (no reboot, no back-off) until retry(), or until AT+CPIN?, asked
+        slowly, says something else than `code` (a SIM inserted; a PIN or PUK entered by hand)."""
         sup = self.sup
         self._retry = trio.Event()
         self.status = SimStatus(state.value, *self._counts())
         sup.enter(state, None, message)
         log.error("%s: %s", state.value, message)
-        if state is not State.SIM_NOT_INSERTED:
-            await self._retry.wait()
-            log.info("%s: asking the SIM again", state.value)
-            return
-        while not self._retry.is_set():
+        while True:
             with trio.move_on_after(sup.timings.sim_absent_poll):
                 await self._retry.wait()
-            code = await self._read()
-            if code != "NOT INSERTED":
-                log.info("a SIM card is there (AT+CPIN?: %s)", code)
+            if self._retry.is_set():
+                log.info("%s: asking the SIM again", state.value)
+                return
+            now = await self._read()
+            if now != code:
+                log.info("%s: the SIM now says %s", state.value, now)
                 return
 
     # -- helpers ---------------------------------------------------------------------------------------

@@ -113,7 +113,7 @@ class Timings:
     probe_interval: float = 4.0           # between probes (RDY ends the wait at once)
     sim_timeout: float = 20.0             # flowchart: AT+CPIN? READY within 20 s, else reboot
     sim_poll: float = 1.0
-    sim_absent_poll: float = 10.0         # sim_not_inserted: AT+CPIN? this often (a SIM may appear)
+    sim_absent_poll: float = 10.0         # SIM stop states: AT+CPIN? this often (a SIM may appear)
     cs_timeout: float = 90.0              # flowchart: CS registration within 90 s, else reboot
     ps_timeout: float = 60.0              # flowchart: go on after 60 s either way
     registration_poll: float = 2.0
