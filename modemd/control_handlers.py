@@ -95,9 +95,12 @@ def handlers(daemon) -> dict[str, Any]:
             raise ControlError("give one AT command line, e.g. modemctl at 'AT+CSQ'")
         if text.upper().startswith(("AT+QISEND", "AT+QIRD")):
             raise ControlError("data commands (QISEND/QIRD) would steal socket data; not allowed")
+        name = text.split("=")[0].split("?")[0]
+        # its own +NAME: lines belong to it, also where they double as URCs (+CPIN: SIM PIN)
+        prefix = name[2:].upper() + ":" if name.upper().startswith("AT+") else None
         try:
             resp = await at.channel.command(
-                Command(text, bare_lines=True, timeout=at.profile.timeout(text.split("=")[0])),
+                Command(text, prefix=prefix, bare_lines=True, timeout=at.profile.timeout(name)),
                 check=False,
             )
         except AtError as exc:
@@ -154,6 +157,10 @@ async def status_of(daemon) -> dict[str, Any]:
             "queued": pool.queued if pool else 0,
             "connect_ids_in_use": pool.in_use if pool else 0,
             "connect_ids_available": pool.available if pool else 0,
+        },
+        "sim": {
+            "state": sup.sim.state, "pin_attempts_left": sup.sim.pin_attempts_left,
+            "puk_attempts_left": sup.sim.puk_attempts_left,
         },
         "reboots": sup.reboot_count,
         "next_reboot": sup.next_reboot_unix or None,

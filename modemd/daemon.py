@@ -17,7 +17,7 @@ import trio
 
 from . import __version__, systemd
 from .config import Config, ConfigError, load_config, parse_config
-from .instance import config_file
+from .instance import config_file, state_dir
 from .link import ModemLink
 from .logs import register_secret, setup_logging
 from .reload import Apply, Change, restart_hint
@@ -94,7 +94,7 @@ def run_main(args) -> int:
 
 def register_secrets(cfg: Config) -> None:
     """The config's secrets are redacted from every log line from now on (a changed password too)."""
-    for secret in (cfg.pdp.password, cfg.pdp.username):
+    for secret in (cfg.pdp.password, cfg.pdp.username, cfg.sim.pin):
         register_secret(secret)
 
 
@@ -194,6 +194,8 @@ class Daemon:
             observer=metrics,
             connections=lambda: len(manager.connections()),
             check_profile=self._check_profile,
+            state_dir=state_dir(getattr(self.args, "instance", None) or ""),
+            config_path=self.args.config or config_file(getattr(self.args, "instance", None) or ""),
         )
         self.proxy = proxy = Proxy(cfg, manager)
         metrics.add_provider(self._provide_metrics)
@@ -343,7 +345,7 @@ class Daemon:
         log.info("reload: applying %s", ", ".join(c.path for c in changes.changes) or "listeners")
         running = dataclasses.replace(new, modem=self.cfg.modem)  # --emulate: keep the pty
         appliers = {Apply.PROXY: self._reload_proxy, Apply.PDP: self._reload_pdp,
-                    Apply.LIVE: self._reload_live}  # one per Apply kind ([sim]: sim_retry here)
+                    Apply.LIVE: self._reload_live, Apply.SIM: self._reload_sim}  # one per Apply kind
         errors: list[str] = []
         for how, applier in appliers.items():
             if how in todo:
@@ -380,6 +382,11 @@ class Daemon:
     async def _reload_pdp(self, new: Config, changes: list[Change]) -> list[str]:
         """The supervisor re-cycles the context with them (its connections are reset, logged)."""
         self.supervisor.apply_pdp(new.pdp)
+        return []
+
+    async def _reload_sim(self, new: Config, changes: list[Change]) -> list[str]:
+        """A new PIN: the supervisor leaves a SIM stop state and tries it (once)."""
+        self.supervisor.apply_sim(new.sim)
         return []
 
     async def _reload_live(self, new: Config, changes: list[Change]) -> list[str]:

@@ -6,11 +6,13 @@ modemctl (standard library only: modemctl must run under any python3).
 
 from __future__ import annotations
 
+import os
 import re
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 RUN_DIR = "/run/modemd"
 CONFIG_DIR = "/etc/modemd"
+STATE_DIR = "/var/lib/modemd"
 
 
 def check_instance(name: str) -> str:
@@ -31,3 +33,12 @@ def control_socket(instance: str = "") -> str:
 def config_file(instance: str = "") -> str:
     """The default configuration: /etc/modemd/modemd.toml, /etc/modemd/NAME.toml."""
     return f"{CONFIG_DIR}/{instance}.toml" if instance else f"{CONFIG_DIR}/modemd.toml"
+
+
+def state_dir(instance: str = "") -> str:
+    """Where modemd keeps what must survive a restart (the SIM's rejected PINs): systemd's
+    $STATE_DIRECTORY (StateDirectory=), else /var/lib/modemd[/NAME]."""
+    given = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+    if given:
+        return given
+    return f"{STATE_DIR}/{instance}" if instance else STATE_DIR

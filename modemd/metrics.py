@@ -44,6 +44,10 @@ SUPERVISOR_STATES: tuple[str, ...] = (
     "waiting_ready",
     "init",
     "sim",
+    "sim_pin_required",
+    "sim_pin_rejected",
+    "sim_puk_required",
+    "sim_not_inserted",
     "cs_registration",
     "ps_registration",
     "configuring",
@@ -196,6 +200,14 @@ class Metrics(Observer):
         )
         self.pdp_address = Info(
             "modemd_pdp_address", "Address of an active PDP context.", ["context_id"], registry=r
+        )
+        self.sim_pin_attempts_left = Gauge(
+            "modemd_sim_pin_attempts_left",
+            "PIN attempts the SIM has left (AT+QPINC; NaN: unknown or no AT+QPINC).", registry=r,
+        )
+        self.sim_puk_attempts_left = Gauge(
+            "modemd_sim_puk_attempts_left",
+            "PUK attempts the SIM has left (AT+QPINC; NaN: unknown or no AT+QPINC).", registry=r,
         )
         self.last_at_response_age = Gauge(
             "modemd_last_at_response_age_seconds",
@@ -601,6 +613,11 @@ class Metrics(Observer):
     def reboot(self, step: str, cause: str) -> None:
         """A reboot was performed; step is the ladder rung (cfun, qpowd, pwrkey, power_cycle, ...)."""
         self.reboots.labels(label_value(step), label_value(cause)).inc()
+
+    def set_sim(self, status: Any) -> None:
+        """The supervisor's SimStatus: attempts left (None -> NaN); the state is the supervisor's."""
+        self.sim_pin_attempts_left.set(_num(status.pin_attempts_left))
+        self.sim_puk_attempts_left.set(_num(status.puk_attempts_left))
 
     def set_next_reboot(self, timestamp: float | None) -> None:
         """Unix time of the next scheduled reboot; None = nothing scheduled (0)."""

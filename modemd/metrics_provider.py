@@ -14,6 +14,7 @@ def provide(daemon, m) -> None:
     _module(daemon, m)
     _data_path(daemon, m)
     _recovery(daemon, m)
+    m.set_sim(daemon.supervisor.sim)  # the SIM's attempts left (the supervisor's SimStatus)
 
 
 def _module(daemon, m) -> None:

@@ -21,7 +21,8 @@ The result shapes printed here (all keys optional; unknown keys are shown as the
                {"context_id", "up", "address", "apn", "auth", "ip_type", "pending": [keys a reload
                changed, not in effect yet]}, "uptime_seconds", "module_uptime_seconds",
                "connections": {"active", "queued", "connect_ids_in_use", "connect_ids_available"},
-               "reboots", "next_reboot": unix time or null, "version"}
+               "sim": {"state", "pin_attempts_left", "puk_attempts_left"}, "reboots", "next_reboot":
+               unix time or null, "version"}
   connections: [{"connect_id", "forward", "local_peer", "remote", "bytes_in", "bytes_out",
                "age_seconds", "state"}]  (bytes_in: module -> local client; bytes_out: the other way)
   ping:        {"host", "replies": [{"address", "bytes", "time_ms", "ttl"}], "summary": {"sent",
@@ -172,8 +173,15 @@ def format_signal(sig: Any) -> str:
 _STATUS_KEYS = (
     "state", "version", "model", "firmware", "imei", "operator", "technology", "registration",
     "signal", "pdp", "uptime_seconds", "module_uptime_seconds", "connections", "reboots",
-    "next_reboot",
+    "next_reboot", "sim",
 )
+
+
+def format_sim(sim: dict) -> str:
+    """The SIM's state and attempts left: "sim_pin_rejected (2 PIN, 10 PUK attempts left)"."""
+    left = [f"{sim[k]} {what}" for k, what in (("pin_attempts_left", "PIN"),
+                                               ("puk_attempts_left", "PUK")) if sim.get(k) is not None]
+    return _dash(sim.get("state")) + (f" ({', '.join(left)} attempts left)" if left else "")
 
 
 def format_status(st: Any) -> str:
@@ -184,6 +192,8 @@ def format_status(st: Any) -> str:
     if st.get("imei"):
         module += f" (IMEI {st['imei']})"
     rows.append(("Module", module or "-"))
+    if isinstance(st.get("sim"), dict):
+        rows.append(("SIM", format_sim(st["sim"])))
     op = _dash(st.get("operator"))
     if st.get("technology"):
         op += f" ({st['technology']})"

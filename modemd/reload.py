@@ -7,7 +7,7 @@ each path up in RULES: the one table that says how a key is applied while runnin
 listed needs a restart, so a new key is never "applied" silently by omission: the reload fails and
 nothing of the new file is used.
 
-Adding a way to apply keys (e.g. `[sim]` -> `Supervisor.sim_retry()`): an `Apply` member, its RULES
+Adding a way to apply keys (as `[sim]` -> `Supervisor.apply_sim()`): an `Apply` member, its RULES
 rows, and its applier in `Daemon._reload` (the `appliers` table there).
 """
 
@@ -24,7 +24,7 @@ class Apply(enum.Enum):
     PDP = "pdp"          # Supervisor.apply_pdp(): QIDEACT -> QICSGP (new values) -> QIACT
     LIVE = "live"        # applied in place by the daemon
     RESTART = "restart"  # cannot change while running: the reload fails naming the key
-    # SIM = "sim"        # [sim] pin / pin_file -> Supervisor.sim_retry(), once [sim] exists
+    SIM = "sim"          # [sim] pin / pin_file -> Supervisor.apply_sim() (sim_retry)
 
 
 #: section or section.key -> how it is applied; section.key wins over section; else RESTART.
@@ -41,7 +41,7 @@ RULES: dict[str, Apply] = {
     # pdp.context_id: the forwards, listens, SOCKS5, the stale-socket clean-up and the metrics are
     # bound to the context at start; switching contexts under them is a restart (RESTART).
     "log.level": Apply.LIVE,
-    # "sim": Apply.SIM,  # until then a [sim] change needs a restart, like any unlisted key
+    "sim": Apply.SIM,
 }
 
 #: why a key needs a restart, where one short reason helps the operator (else none is given)

@@ -51,14 +51,15 @@ async def test_bring_up_to_serving(mock_clock, caplog):
 
 
 async def test_sim_not_ready_reboots_after_20s(mock_clock):
-    async with emulator(sim_ready=False) as emu:
+    async with emulator() as emu:
+        emu.set_sim_busy(True)  # +CME ERROR: 14 for ever (an absent SIM is a stop state: test_sim)
         async with running(make_cfg(emu.tty_path)) as (sup, link):
             t_sim = await wait_state(sup, State.SIM)
             assert link.status_text.startswith("waiting for SIM")
             t_reboot = await wait_state(sup, State.REBOOTING)
             assert t_reboot - t_sim == pytest.approx(20.0, abs=0.5)
             assert sup.schedule.last_reason.startswith("sim_not_ready")
-            emu.set_sim_ready(True)
+            emu.set_sim_busy(False)
             with trio.fail_after(300):
                 await link.wait_serving(1)
             assert "AT+CFUN=1,1" in emu.commands   # power.backend none: the software reset
@@ -281,7 +282,8 @@ async def test_reboot_schedule_exact_times(mock_clock):
     """SIM never ready: reboots 1-4 at once, the 5th after 10 min, the 6th 30 min, then hourly."""
     timings = Timings(sim_poll=5.0)
     cfg = make_cfg("x", health_interval=600.0)
-    async with emulator(sim_ready=False) as emu:
+    async with emulator() as emu:
+        emu.set_sim_busy(True)
         cfg = replace_modem(cfg, port=emu.tty_path)
         async with running(cfg, timings=dataclasses.replace(timings, pdp_check_interval=600.0)) \
                 as (sup, link):
@@ -313,7 +315,7 @@ async def test_reboot_schedule_exact_times(mock_clock):
             assert [r.due for r in history] == pytest.approx(expected, abs=0.05)
             print("\nreboots at", [round(r.due - t0, 1) for r in history])
             # the run ends after a healthy hour of serving
-            emu.set_sim_ready(True)
+            emu.set_sim_busy(False)
             with trio.fail_after(2 * 3600):
                 await link.wait_serving(1)
                 assert sup.schedule.count == 8

@@ -206,6 +206,7 @@ def test_unit_contents():
             "/dev/modemd-at rw"} <= allowed
     assert s["CapabilityBoundingSet"] == [""] and s["AmbientCapabilities"] == [""]
     assert s["RuntimeDirectory"] == ["modemd"] and s["RuntimeDirectoryMode"] == ["0750"]
+    assert s["StateDirectory"] == ["modemd"] and s["StateDirectoryMode"] == ["0700"]  # SIM PINs
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -250,12 +251,13 @@ def test_unit_security_exposure(tmp_path):
 
 def test_template_is_the_unit_but_for_its_instance_lines():
     """modemd@.service must not drift from modemd.service: the same settings, line for line,
-    except the description, ExecStart (--instance %i) and the runtime directory."""
+    except the description, ExecStart (--instance %i) and the runtime and state directories."""
     plain, template = unit_settings(UNIT), unit_settings(TEMPLATE)
     assert template.pop("ExecStart") == ["/usr/bin/modemd --instance %i"]
     assert template.pop("RuntimeDirectory") == ["modemd/%i"]
+    assert template.pop("StateDirectory") == ["modemd/%i"]
     assert template.pop("Description") == [plain["Description"][0] + " (%i)"]
-    for key in ("ExecStart", "RuntimeDirectory", "Description"):
+    for key in ("ExecStart", "RuntimeDirectory", "StateDirectory", "Description"):
         plain.pop(key)
     assert template == plain
 

@@ -213,9 +213,38 @@ class QuectelAt:
     async def ati(self) -> str:
         return "\n".join((await self.run("ATI", bare_lines=True)).lines)
 
-    async def sim_state(self) -> str:
-        rows = await self.query("AT+CPIN?", "+CPIN:")
-        return rows[0][0] if rows else ""
+    # -- the SIM (27.007 +CPIN; Quectel +QPINC, +QCCID) -------------------------------------------
+    async def sim_state(self, timeout: float | None = None) -> str:
+        """<code> of AT+CPIN? ("READY", "SIM PIN", "SIM PUK", ...); +CME ERROR raises."""
+        kw = {"timeout": timeout} if timeout else {}
+        resp = await self.run("AT+CPIN?", prefix="+CPIN:", **kw)
+        rows = [split_fields(after_prefix(line)) for line in resp.lines]
+        return rows[0][0] if rows and rows[0] else ""
+
+    async def enter_pin(self, pin: str) -> None:
+        """AT+CPIN="<pin>": the PIN the SIM asks for. The text is never logged: the channel
+        logs command names only, and the daemon registers the PIN as a secret."""
+        if not (4 <= len(pin) <= 8 and pin.isascii() and pin.isdigit()):
+            raise ValueError("sim.pin: must be 4 to 8 digits")
+        await self.run(f'AT+CPIN="{pin}"')
+
+    async def pin_counters(self) -> tuple[int | None, int | None]:
+        """(PIN attempts left, PUK attempts left) from AT+QPINC="SC"; (None, None) where the
+        family has no AT+QPINC."""
+        if not self.profile.has_qpinc:
+            return None, None
+        rows = await self.query('AT+QPINC="SC"', "+QPINC:")
+        for row in rows:
+            if len(row) >= 3 and row[0] == "SC":
+                return to_int(row[1]), to_int(row[2])
+        return None, None
+
+    async def iccid(self) -> str:
+        """The SIM's ICCID (AT+QCCID / AT+CCID; readable without the PIN)."""
+        command = self.profile.iccid_command
+        resp = await self.run(command, prefix=command[2:] + ":", bare_lines=True)
+        text = " ".join(after_prefix(line) if ":" in line else line for line in resp.lines)
+        return text.strip().strip('"')
 
     async def registration(self, command: str) -> int | None:
         """<stat> of AT+CREG? / AT+CGREG? / AT+CEREG? (1 home, 5 roaming)."""

@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=IP",
         help="DNS entries (loopback only); localhost=127.0.0.1 is always there",
     )
+    p.add_argument("--sim-pin", metavar="PIN", help="lock the SIM with this PIN (4-8 digits)")
+    p.add_argument("--sim-puk", default="12345678", metavar="PUK", help="the SIM's PUK (8 digits)")
+    p.add_argument("--no-sim", action="store_true", help="no SIM card inserted")
     p.add_argument(
         "--power-off", action="store_true", help="start powered off (boot on 'power on'/pwrkey)"
     )
@@ -128,6 +131,10 @@ async def run(args: argparse.Namespace) -> None:
         tx_buffer=args.tx_buffer,
         power_on=not args.power_off,
         control=args.control,
+        sim_ready=not args.no_sim,
+        sim_locked=args.sim_pin is not None,
+        sim_pin=args.sim_pin or "1234",
+        sim_puk=args.sim_puk,
     )
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with Emulator.open(cfg) as emu:

@@ -42,7 +42,9 @@ class EmulatorConfig:
     tx_buffer    -- bytes the module accepts per socket before QISEND answers SEND FAIL
     power_on     -- boot at start (False: silent until power_on()/pwrkey)
     control      -- path of a unix control socket to serve (None: none)
-    sim_ready    -- SIM present and unlocked
+    sim_ready    -- a SIM card is inserted
+    sim_locked   -- the SIM's PIN lock is on: it asks for sim_pin at every power-on
+    sim_pin      -- the SIM's PIN (4-8 digits); sim_puk its PUK (8 digits)
     registered   -- network registration (stat 1) after boot
     qideact_delay-- seconds AT+QIDEACT blocks
     ping_rtt     -- simulated round-trip time of AT+QPING replies to loopback hosts
@@ -61,6 +63,9 @@ class EmulatorConfig:
     power_on: bool = True
     control: str | None = None
     sim_ready: bool = True
+    sim_locked: bool = False
+    sim_pin: str = "1234"
+    sim_puk: str = "12345678"
     registered: bool = True
     qideact_delay: float = 0.0
     ping_rtt: float = 0.02
@@ -89,6 +94,13 @@ class EmulatorConfig:
             if not isinstance(value, int) or value < 0:
                 raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
         self.hosts = {**DEFAULT_HOSTS, **check_hosts(self.hosts)}
+        from .sim import check_code
+
+        try:
+            check_code("sim_pin", self.sim_pin, 4, 8)
+            check_code("sim_puk", self.sim_puk, 8, 8)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
 
 
 def check_hosts(hosts: dict[str, str]) -> dict[str, str]:

@@ -8,6 +8,8 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
     qirdfault garbage|reset|off                      sockets               count <prefix>
     qiact_delay <sec>      turnaround <sec>          baud <n>              interleave on|off
     listenport <port>      sim ready|absent          register on|off       host <name>=<ip>
+    sim lock|unlock        sim pin <code>            sim puk <code>        sim status
+    sim busy|notbusy
     lose command <regex> [<count>] [glue]            lose prompt|final|answer <regex> [<count>]
     noise urc <N>          noise fragment <min>-<max>|off                noise garbage <n>
     noise flip <n>         noise glue <n>            noise sendfail <percent>
@@ -56,7 +58,7 @@ HELP = (
     "commands: hang on|off, power off|on|pwrkey, pdpdeact [ctx], close <id>, sendfail <n>, "
     "droprecv <n>, qiactfail <n>, qideactfail <n>, garbage <hex>, openfail <code>, qisenderror <n>, "
     "qirderror <n>, qirdfault garbage|reset|off, sockets, count <prefix>, qiact_delay <s>, turnaround <s>, baud <n>, "
-    "interleave on|off, listenport <port>, sim ready|absent, register on|off, host <name>=<ip>, "
+    "interleave on|off, listenport <port>, sim ready|absent|busy|notbusy|lock|unlock|status, sim pin|puk <code>, register on|off, host <name>=<ip>, "
     "lose command <regex> [count] [glue], lose prompt|final|answer <regex> [count], "
     "noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>|sendfail <percent>|seed <s>"
     "|off, "
@@ -191,6 +193,8 @@ async def run_command(emu: Emulator, line: str) -> str:
             return "ok"
         if cmd == "noise":
             return _noise(emu, args)
+        if cmd == "sim":
+            return _sim(emu, args)
         if len(args) != 1 and not (cmd == "pdpdeact" and not args):
             raise ValueError(f"{cmd}: expected one argument")
         arg = args[0].lower() if args else ""
@@ -238,10 +242,6 @@ async def run_command(emu: Emulator, line: str) -> str:
             emu.interleave_urcs(_onoff(arg))
         elif cmd == "listenport":
             return f"ok {emu.module_listen_port(_int(arg))}"
-        elif cmd == "sim":
-            if arg not in ("ready", "absent"):
-                raise ValueError(f"expected ready|absent, got {arg!r}")
-            emu.set_sim_ready(arg == "ready")
         elif cmd == "register":
             emu.set_registered(_onoff(arg))
         elif cmd == "host":
@@ -253,6 +253,27 @@ async def run_command(emu: Emulator, line: str) -> str:
             return f"error unknown command {cmd!r} ({HELP})"
     except (ValueError, LookupError) as exc:
         return f"error {exc}"
+    return "ok"
+
+
+def _sim(emu: Emulator, args: list[str]) -> str:
+    """sim ready|absent (insert / remove the card), lock|unlock (its PIN lock), pin|puk <code>,
+    status (state, attempts left, AT+CPIN= writes received)."""
+    what = args[0] if args else ""
+    if what in ("ready", "absent"):
+        emu.set_sim_ready(what == "ready")
+    elif what in ("busy", "notbusy"):
+        emu.set_sim_busy(what == "busy")
+    elif what in ("lock", "unlock"):
+        emu.set_sim(locked=what == "lock")
+    elif what in ("pin", "puk") and len(args) == 2:
+        emu.set_sim(**{what: args[1]})
+    elif what == "status":
+        snap = emu.sim.snapshot()
+        snap["state"] = snap["state"].replace(" ", "_")
+        return "ok " + " ".join(f"{k}={v}" for k, v in snap.items())
+    else:
+        raise ValueError(f"expected ready|absent|busy|notbusy|lock|unlock|status|pin <code>|puk <code>, got {what!r}")
     return "ok"
 
 

@@ -16,6 +16,7 @@ from .line import Line
 from .noise import Noise, check_range
 from .pty import Pty
 from .session import Session
+from .sim import Sim
 
 LOSS_PARTS = ("all", "prompt", "final")
 BOOT_KINDS = (
@@ -44,7 +45,9 @@ class Emulator:
         self._turnaround = float(cfg.turnaround)
         self._qiact_delay = float(cfg.qiact_delay)
         self._hosts = dict(cfg.hosts)
-        self._sim_ready = cfg.sim_ready
+        # the SIM card outlives every power-on (its attempt counters are on the card)
+        self.sim = Sim(inserted=cfg.sim_ready, locked=cfg.sim_locked, pin=cfg.sim_pin,
+                       puk=cfg.sim_puk)
         self._registered = cfg.registered
         self._send_fail = 0
         self._drop_recv = 0
@@ -428,7 +431,25 @@ class Emulator:
         self._hosts = {**DEFAULT_HOSTS, **check_hosts(hosts)}
 
     def set_sim_ready(self, ready: bool) -> None:
-        self._sim_ready = bool(ready)
+        """Insert (True) or remove (False) the SIM card."""
+        self.sim.inserted = bool(ready)
+
+    def set_sim_busy(self, busy: bool) -> None:
+        """A SIM that stays busy (+CME ERROR: 14) until cleared: it never gets ready."""
+        self.sim.busy = bool(busy)
+
+    def set_sim(self, *, locked: bool | None = None, pin: str | None = None,
+                puk: str | None = None) -> None:
+        """Set up the card: its PIN lock, PIN and PUK (the attempt counters are kept)."""
+        from .sim import check_code
+
+        sim = self.sim
+        if pin is not None:
+            sim.pin = check_code("pin", pin, 4, 8)
+        if puk is not None:
+            sim.puk = check_code("puk", puk, 8, 8)
+        if locked is not None:
+            sim.locked = bool(locked)
 
     def set_registered(self, registered: bool) -> None:
         """Network registration on/off; emits +CREG/+CGREG/+CEREG URCs where enabled."""

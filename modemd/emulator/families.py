@@ -324,6 +324,7 @@ class Family:
     qiopen_read: bool = False
     creg: bool = True
     qinistat: bool = True
+    qpinc: bool = True  # AT+QPINC (PIN/PUK attempts left): BG96/BG95/UC15/RG500U manuals
     ipv6: bool = True
     dnscfg_same_family: bool = False  # RU §2.3.14: IPv4 DNS only in IPv4, IPv6 only in IPv6
     max_domain: int = 256
@@ -423,6 +424,7 @@ BC25 = replace(
     qiswtmd_read=True,
     creg=False,
     qinistat=False,
+    qpinc=False,  # [inference] not in the BC25 AT command set
 )
 
 RG500U = replace(

@@ -20,6 +20,7 @@ from .atparse import BadParam, Command, quote_ok
 from .config import is_ip_literal, is_loopback
 from .families import CONNECTED
 from .session import BENIGN_URC, Reply, frame
+from .sim import BLOCKED, BUSY, CME_TEXT, NOT_INSERTED
 from .sockets import LISTENER, SERVICE, SERVICE_TYPES, TCP, UDP, ModSocket
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -90,6 +91,8 @@ class Handlers:
             return f.creg
         if name == "+QINISTAT":
             return f.qinistat
+        if name == "+QPINC":
+            return f.qpinc
         if name == "+QIKALIVE":
             return f.name == "bc25"
         return True
@@ -227,28 +230,60 @@ class Handlers:
         return await self._ident(cmd, self.f.imei)
 
     async def h_CIMI(self, cmd: Command) -> Reply:
-        if not self.emu._sim_ready:
-            return self.sim_error()
+        code = self.emu.sim.status_error()
+        if code is not None:
+            return self.sim_cme(code)
         return await self._ident(cmd, self.f.imsi)
 
     async def h_QCCID(self, cmd: Command) -> Reply:
-        if not self.emu._sim_ready:
+        if not self.emu.sim.inserted:  # EF_ICCID is readable without the PIN
             return self.sim_error()
         return await self._ident(cmd, f"+QCCID: {self.f.iccid}")
 
     async def h_CPIN(self, cmd: Command) -> Reply:
-        if not self.emu._sim_ready:
-            return self.sim_error()
-        if cmd.kind == "read":
-            return self.ok("+CPIN: READY")
-        if cmd.kind in ("test", "write"):
+        sim = self.emu.sim
+        if cmd.kind == "test":
             return self.ok()
-        return self.error()
+        if cmd.kind == "read":
+            if sim.state in (NOT_INSERTED, BLOCKED, BUSY):
+                return self.sim_cme(sim.status_error() or 10)
+            return self.ok(f"+CPIN: {sim.state}")
+        if cmd.kind != "write":
+            return self.error()
+        cmd.nargs(1, 2)
+        code, new_pin = cmd.str(0, maxlen=8), (cmd.str(1, maxlen=8) if cmd.has(1) else None)
+        error = sim.enter(code, new_pin)
+        if error is not None:
+            return self.sim_cme(error)
+        reply = self.ok()
+        # the state changed: +CPIN: READY, then what a card ready at boot is followed by
+        for line in ("+CPIN: READY", *(x for x in self.f.boot_urcs if x.startswith("+QIND:"))):
+            reply.after.append(lambda line=line: self.s.urc(line))
+        return reply
+
+    async def h_QPINC(self, cmd: Command) -> Reply:
+        """AT+QPINC: the PIN / PUK attempts left (Quectel; not on every family)."""
+        sim = self.emu.sim
+        if cmd.kind == "test":
+            return self.ok('+QPINC: ("SC","P2")')
+        if not sim.inserted:
+            return self.sim_error()
+        sc = f'+QPINC: "SC",{sim.pin_left},{sim.puk_left}'
+        if cmd.kind == "read":
+            return self.ok(sc, '+QPINC: "P2",3,10')
+        if cmd.kind == "write" and cmd.str(0) == "SC":
+            return self.ok(sc)
+        if cmd.kind == "write" and cmd.str(0) == "P2":
+            return self.ok('+QPINC: "P2",3,10')
+        return self.cme(50, "Incorrect parameters")
+
+    def sim_cme(self, code: int) -> Reply:
+        return self.cme(code, CME_TEXT.get(code, "SIM failure"))
 
     async def h_QINISTAT(self, cmd: Command) -> Reply:
         if cmd.kind == "test":
             return self.ok("+QINISTAT: (0-7)")
-        return self.ok(f"+QINISTAT: {7 if self.emu._sim_ready else 0}")
+        return self.ok(f"+QINISTAT: {7 if self.emu.sim.ready else 0}")
 
     async def _reg(self, cmd: Command) -> Reply:
         name = cmd.name

@@ -200,7 +200,7 @@ class Session:
     # ---- helpers used by handlers and sockets ---------------------------------------------
     @property
     def registered(self) -> bool:
-        return self.emu._registered and self.cfun == 1 and self.emu._sim_ready
+        return self.emu._registered and self.cfun == 1 and self.emu.sim.ready
 
     def reg_stat(self) -> int:
         return 1 if self.registered else 0
@@ -410,14 +410,18 @@ class Session:
                     task_status.started()
                     await trio.sleep(self.cfg.boot_delay)
                     self.inbuf.clear()
+                    sim = self.emu.sim
+                    sim.power_on()  # the card asks for its PIN again; its counters stay
                     self.accepting = True
                     nursery.start_soon(self._urc_writer)
                     for line in self.family.boot_urcs:
                         if self.boot == "silent" or (self.boot == "nordy" and line == "RDY"):
                             continue
-                        if line.startswith("+CPIN:") and not self.emu._sim_ready:
-                            line = "+CPIN: NOT INSERTED"
-                        if line.startswith("+QIND:") and not self.emu._sim_ready:
+                        if line.startswith("+CPIN:") and not sim.ready:
+                            line = f"+CPIN: {sim.state}"  # SIM PIN / SIM PUK / NOT INSERTED
+                            if sim.state in ("BLOCKED", "BUSY"):
+                                continue
+                        if line.startswith("+QIND:") and not sim.ready:
                             continue
                         self.urc(line)
                     nursery.start_soon(self._command_loop)

@@ -65,6 +65,7 @@ BASE_TIMEOUTS: Mapping[str, float] = MappingProxyType({
     "AT+QIGETERROR": 5.0,
     "AT": 5.0,
     "AT+CFUN": 15.0,
+    "AT+CPIN": 5.0,       # 27.007 +CPIN write: the SIM checks the code (manuals: 5 s)
     "AT+QPOWD": 60.0,
     "AT+COPS": 180.0,
 })
@@ -112,6 +113,7 @@ BASE_EXPECT: Mapping[str, float | None] = MappingProxyType({
     "AT+QIDNSGIP": DEADLINE,
     "AT+COPS": DEADLINE,
     "AT+CFUN": DEADLINE,
+    "AT+CPIN": DEADLINE,  # a PIN write is never asked again within the power-on: no early probe
     "AT+QISEND": DATA,
     "AT+QISENDEX": DATA,
     "AT+QIRD": DATA,
@@ -201,6 +203,8 @@ class Profile:
     cs_registration: bool = False  # AT+CREG? within 90 s
     ps_registration: tuple[str, ...] = ("AT+CGREG?", "AT+CEREG?")
     sim_status_commands: tuple[str, ...] = ("AT+CPIN?",)
+    has_qpinc: bool = True        # AT+QPINC: PIN / PUK attempts left (not in the BC25 set)
+    iccid_command: str = "AT+QCCID"
     extended_quality: str | None = None  # AT+QCSQ where the family has it
     # start-up settings that must be (re)applied every time (NVRAM-persisted defaults, echo ...)
     init_commands: tuple[str, ...] = ()

@@ -117,6 +117,7 @@ BC25 = Profile(
     has_qisde=False,
     has_transparent=False,
     has_pdpdeact_urc=False,
+    has_qpinc=False,             # [inference] not in the BC25 AT command set
     ntp_command="AT+QNTTP",
     ip_types=("ipv4", "ipv6"),    # <protocol_type> 0 IPv4, 1 IPv6 (BC §2.1.1)
     qiopen_protocol_type=True,

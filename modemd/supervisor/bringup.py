@@ -160,23 +160,9 @@ async def close_stale_sockets(at: QuectelAt, context_id: int = 1) -> int:
 
 # -- SIM and registration ------------------------------------------------------------------------
 async def wait_sim(sup: Supervisor) -> None:
-    """AT+CPIN? until READY; the flowchart reboots after 20 s."""
-    t = sup.timings
-    sup.enter(State.SIM, t.sim_timeout)
-    last = "no answer yet"
-    with trio.move_on_after(t.sim_timeout):
-        while True:
-            try:
-                rows = await query(sup.at, "AT+CPIN?", "+CPIN:", t.query_timeout)
-                last = rows[0][0] if rows and rows[0] else "no +CPIN line"
-                if last == "READY":
-                    log.info("SIM ready")
-                    return
-            except AtCommandError as exc:
-                last = exc.response.final
-            sup.enter(State.SIM, None, last, keep_deadline=True)
-            await trio.sleep(t.sim_poll)
-    raise RebootNeeded(f"sim_not_ready: (U)SIM not ready within {t.sim_timeout:g} s (AT+CPIN?: {last})")
+    """AT+CPIN? until READY (the flowchart reboots after 20 s); the PIN and the stop states of a
+    SIM that cannot be used are supervisor/sim.py's."""
+    await sup.sim_keeper.run()
 
 
 async def registration_stat(at: QuectelAt, command: str, timeout: float) -> int | None:

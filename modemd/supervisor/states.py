@@ -29,6 +29,11 @@ class State(str, Enum):
     WAITING_READY = "waiting_ready"
     INIT = "init"
     SIM = "sim"
+    # the SIM cannot be used: bring-up stops here (no reboot) until the operator acts
+    SIM_PIN_REQUIRED = "sim_pin_required"
+    SIM_PIN_REJECTED = "sim_pin_rejected"
+    SIM_PUK_REQUIRED = "sim_puk_required"
+    SIM_NOT_INSERTED = "sim_not_inserted"
     CS_REGISTRATION = "cs_registration"
     PS_REGISTRATION = "ps_registration"
     CONFIGURING = "configuring"
@@ -50,9 +55,14 @@ BOOTING_STATES = frozenset({
     State.REBOOTING,
 })
 
+# The SIM stop states: no reboot, no back-off; the status line is the message naming the fix.
+SIM_STOP_STATES = frozenset({
+    State.SIM_PIN_REQUIRED, State.SIM_PIN_REJECTED, State.SIM_PUK_REQUIRED, State.SIM_NOT_INSERTED,
+})
+
 # States in which a command that misses its deadline means "the module is not answering": reboot.
 TALKING_STATES = frozenset({
-    State.INIT, State.SIM, State.CS_REGISTRATION, State.PS_REGISTRATION, State.CONFIGURING,
+    State.INIT, State.SIM, *SIM_STOP_STATES, State.CS_REGISTRATION, State.PS_REGISTRATION, State.CONFIGURING,
     State.ACTIVATING, State.SERVING, State.DEACTIVATING, State.RECOVERING,
 })
 
@@ -63,6 +73,10 @@ _STATUS = {
     State.WAITING_READY: "waiting for the module to boot (RDY)",
     State.INIT: "initialising the module",
     State.SIM: "waiting for SIM",
+    State.SIM_PIN_REQUIRED: "the SIM asks for its PIN",
+    State.SIM_PIN_REJECTED: "the SIM rejected the PIN",
+    State.SIM_PUK_REQUIRED: "the SIM asks for its PUK",
+    State.SIM_NOT_INSERTED: "no SIM card",
     State.CS_REGISTRATION: "waiting for CS network registration",
     State.PS_REGISTRATION: "waiting for PS network registration",
     State.CONFIGURING: "configuring the PDP context",
@@ -77,7 +91,10 @@ _STATUS = {
 
 
 def status_text(state: State, detail: str = "") -> str:
-    """One human line for systemd's STATUS= ("waiting for SIM (12 s left)")."""
+    """One human line for systemd's STATUS= ("waiting for SIM (12 s left)"); in a SIM stop state
+    the detail is the whole line (it names the fix)."""
+    if state in SIM_STOP_STATES and detail:
+        return detail
     text = _STATUS[state]
     return f"{text}, {detail}" if detail and state is State.SERVING else (
         f"{text} ({detail})" if detail else text
@@ -96,6 +113,7 @@ class Timings:
     probe_interval: float = 4.0           # between probes (RDY ends the wait at once)
     sim_timeout: float = 20.0             # flowchart: AT+CPIN? READY within 20 s, else reboot
     sim_poll: float = 1.0
+    sim_absent_poll: float = 10.0         # SIM stop states: AT+CPIN? this often (a SIM may appear)
     cs_timeout: float = 90.0              # flowchart: CS registration within 90 s, else reboot
     ps_timeout: float = 60.0              # flowchart: go on after 60 s either way
     registration_poll: float = 2.0

@@ -21,11 +21,13 @@ ladder (supply cut, PWRKEY); a flowchart rule that says "reboot" goes through th
 Metrics-friendly attributes: `state`, `state_since`, `schedule` (reboot count, next_reboot_time,
 reasons, history), `ladder_steps`, `ladder_failures`, `last_ladder`, `last_recovery_seconds`,
 `module_resets`, `health_checks`, `health_failures`, `cfun_cycles`, `pdp` (activations,
-deactivations, cycles, failures in a row), `troubles` (why each phase ended, by kind).
+deactivations, cycles, failures in a row), `troubles` (why each phase ended, by kind), `sim`
+(the SIM's `SimStatus`: state and attempts left).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import random
@@ -48,6 +50,7 @@ from ..at.channel import (
 )
 from ..at.commands import QuectelAt
 from ..at.urc import ModuleReady, PdpDeact, PoweredDown, SimState
+from ..instance import state_dir as default_state_dir
 from ..link import ModemLink
 from ..profiles import Profile, UnknownModel, UnsupportedConfig, detect, get_profile
 from ..serial import SerialError, SerialMissing, SerialPort
@@ -57,6 +60,7 @@ from .health import health_loop
 from .ladder import ALIVE, FAILED, PORT_LOST, RESET, Ladder
 from .pdp import PdpKeeper
 from .power import make_power_backend
+from .sim import SimKeeper, SimStatus
 from .states import (
     BOOTING_STATES,
     TALKING_STATES,
@@ -150,6 +154,8 @@ class Supervisor:
     connections  callable giving the number of open connections, for the status line
     check_profile  `(profile, what) -> None`, raises UnsupportedConfig when the configuration asks
                  for something the identified family cannot do (fatal: the daemon stops)
+    state_dir    where the SIM's rejected PINs are kept across restarts (default: instance.state_dir)
+    config_path  the configuration file, named in the SIM stop states' messages
     """
 
     def __init__(
@@ -165,6 +171,8 @@ class Supervisor:
         observer: Observer | None = None,
         connections: Callable[[], int] | None = None,
         check_profile: ProfileCheck | None = None,
+        state_dir: str | None = None,
+        config_path: str = "",
     ) -> None:
         self.cfg = cfg
         self.link = link
@@ -183,6 +191,9 @@ class Supervisor:
         model = cfg.modem.model
         self.profile: Profile = get_profile("bg96" if model == "auto" else model)
         self.pdp = PdpKeeper(self)
+        self.sim_keeper = SimKeeper(
+            self, default_state_dir() if state_dir is None else state_dir, config_path
+        )
         # state
         self.state = State.STARTING
         self.state_detail = ""
@@ -327,6 +338,21 @@ class Supervisor:
     def connection_count(self) -> int | None:
         """Open connections (for log lines about resets), None when nobody told us."""
         return None if self._connections is None else self._connections()
+
+    @property
+    def sim(self) -> SimStatus:
+        """The SIM's state and attempts left, as last seen (status and metrics read this)."""
+        return self.sim_keeper.status
+
+    def apply_sim(self, sim: Any) -> bool:
+        """A reload's new [sim]: kept as the supervisor's own, then tried (sim_retry)."""
+        self.cfg = dataclasses.replace(self.cfg, sim=sim)
+        return self.sim_retry()
+
+    def sim_retry(self) -> bool:
+        """Leave a SIM stop state and run the SIM step again with the current `cfg.sim` (reload
+        calls this when [sim] changed). False when the supervisor is in no SIM stop state."""
+        return self.sim_keeper.retry()
 
     @property
     def next_reboot_time(self) -> float | None:
