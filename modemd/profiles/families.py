@@ -76,7 +76,7 @@ BG95 = Profile(
     models=("BG95", "BG77", "BG600"),
     max_credential=128,
     errors=BG95_ERRORS,
-    extended_quality="AT+QCSQ",
+    signal_query="qcsq",
 )
 
 GENERIC = Profile(
@@ -95,6 +95,7 @@ GENERIC = Profile(
     keepalive=None,              # no "tcp/keepalive" in U's QICFG (seeds-comparison §3.15)
     cs_registration=True,
     ps_registration=("AT+CGREG?",),
+    registration_kinds=("CREG", "CGREG"),
     sim_status_commands=("AT+CPIN?", "AT+QINISTAT"),
 )
 
@@ -132,6 +133,8 @@ BC25 = Profile(
     keepalive_interval=10,
     keepalive_probes=9,
     ps_registration=("AT+CEREG?",),
+    registration_kinds=("CEREG",),
+    signal_query="qeng0",        # BC25 has no AT+QCSQ: AT+QENG=0 prints the serving cell
     # dataformat/viewmode/showlength persist in NVRAM (§3.15): force the values modemd parses.
     init_commands=(
         'AT+QICFG="dataformat",0,0',
@@ -151,7 +154,7 @@ BG96 = Profile(
     models=("BG96",),
     keepalive=None,              # BG96's QICFG has no "tcp/keepalive" (seeds-comparison §3.15)
     cs_registration=True,
-    extended_quality="AT+QCSQ",
+    signal_query="qcsq",
 )
 
 RG500U = Profile(
@@ -169,6 +172,8 @@ RG500U = Profile(
     keepalive_idle_unit=1.0,     # RU "tcp/keepalive": idle_time in seconds, 1-1800
     keepalive_idle_range=(1, 1800),
     ps_registration=("AT+CGREG?", "AT+CEREG?", "AT+C5GREG?"),
+    registration_kinds=("CREG", "CGREG", "CEREG", "C5GREG"),
+    signal_query="qeng_servingcell",  # AT+QENG="servingcell": LTE / NR5G-SA / NR5G-NSA
     server_init_commands=('AT+QCFG="nat",1',),
 )
 

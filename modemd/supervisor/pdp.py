@@ -23,6 +23,7 @@ import trio
 
 from ..at.channel import AtCommandError, AtTimeout
 from .bringup import query
+from .radio import ride_out_registration_loss, until_registration_lost
 from .states import RebootNeeded, State
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -192,11 +193,14 @@ class PdpKeeper:
         """serving: react to cycle requests, check AT+QIACT? periodically. Never returns."""
         sup, t = self.sup, self.sup.timings
         while True:
+            await ride_out_registration_loss(sup)
             sup.enter(State.SERVING, None)
             sup.schedule.serving(trio.current_time())
             reason = None
             with trio.move_on_after(t.pdp_check_interval):
-                reason = await self._requests.receive()
+                reason = await until_registration_lost(sup, self._requests.receive)
+            if sup.radio.registration_lost.is_set():
+                continue
             if reason is not None:
                 await self.cycle(reason)
                 continue
