@@ -76,7 +76,7 @@ def _sinr_db(f: str) -> float | None:
 def _sinr_fifth(f: str) -> float | None:
     """BG96/BG95/EC2x QCSQ <lte_sinr>: 0..250 in 1/5 dB, i.e. -20..+30 dB."""
     raw = _num(f, 0, 250)
-    return None if raw is None else raw / 5.0 - 20.0
+    return None if raw is None else (raw - 100.0) / 5.0
 
 
 def _at(f: list[str], i: int) -> str:
