@@ -8,8 +8,8 @@ bookkeeping query is out at a time. Registration URCs (+CREG/+CGREG/+CEREG/+C5GR
 <n>=2 at init) arrive through the supervisor's URC watcher and are recorded at once.
 
 "Registered" is decided by the PS domain reports (CGREG/CEREG/C5GREG): one of them 1 or 5 is
-enough (an LTE module falling back to GPRS keeps serving). All PS reports known and none of them
-1 or 5 while serving is a lost registration: `registration_lost` is set, the supervisor enters
+enough (an LTE module falling back to GPRS keeps serving). Every PS report the family has known
+and none of them 1 or 5 while serving is a lost registration: `registration_lost` is set, the supervisor enters
 State.REGISTRATION_LOST (no reboot: no manual asks for one) and polls every
 `registration_lost_poll` until a report says 1 or 5 again.
 """
@@ -51,15 +51,16 @@ class RadioWatch:
         if reg.stat is None:
             return
         self.stats.registration[reg.kind] = reg
-        ps = [r for kind, r in self.stats.registration.items() if kind in PS_KINDS]
-        if not ps:
-            return
-        registered = any(r.registered for r in ps)
-        was = self.stats.registered
-        self.stats.registered = registered
-        if registered:
+        ps = {k: r for k, r in self.stats.registration.items() if k in PS_KINDS}
+        if any(r.registered for r in ps.values()):
+            self.stats.registered = True
             self._back()
-        elif was is not False and self.sup.state in WATCHED:
+            return
+        expected = [k for k in self.sup.profile.registration_kinds if k in PS_KINDS]
+        if not ps or any(k not in ps for k in expected):
+            return  # a domain not heard from yet may be the one that is registered
+        self.stats.registered = False
+        if self.sup.state in WATCHED:
             self._lost(reg)
 
     def _lost(self, reg: Registration) -> None:
@@ -105,7 +106,6 @@ class RadioWatch:
     async def poll(self, at) -> None:
         """One round of read-outs, each in its own background turn; a failure skips that one."""
         stats, link = self.stats, self.sup.link
-        stats.polls += 1
         steps = [self._signal, self._quality, self._operator]
         steps += [self._registration(kind) for kind in at.profile.registration_kinds]
         failed = False
@@ -118,6 +118,7 @@ class RadioWatch:
                 log.debug("radio poll: %s", exc)
         stats.poll_failures += failed
         stats.sampled_at = trio.current_time()
+        stats.polls += 1
 
     async def _signal(self, at) -> None:
         self.stats.csq, self.stats.ber = await at.csq_report()
