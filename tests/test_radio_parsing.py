@@ -80,7 +80,9 @@ def test_field_counts_1_to_11_are_all_covered():
     ('+CREG: 2,1,"00A8","5355E8D",7', False, 1, 2),
     # a URC with only a stat, and a one-field answer to our query
     ("+CEREG: 5", False, 5, None), ("+CEREG: 1,,,7", False, 1, None),
-    ("+CEREG: 0,1", True, 1, 0), ("+C5GREG: 2", True, None, 2),
+    ("+CEREG: 0,1", True, 1, 0), ("+C5GREG: 2,", True, None, 2),
+    # a URC claimed by our AT+CEREG? (same prefix, printed just before the answer)
+    ("+CEREG: 3", True, 3, None),
 ])
 def test_real_registration_lines(line, response, stat, n):
     reg = parse_registration(line, response=response)

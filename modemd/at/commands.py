@@ -227,7 +227,10 @@ class QuectelAt:
     async def registration_report(self, kind: str) -> Registration | None:
         """AT+<kind>? (CREG/CGREG/CEREG/C5GREG) as a typed read response."""
         resp = await self.run(f"AT+{kind}?", prefix=f"+{kind}:")
-        return parse_registration(resp.lines[0], response=True) if resp.lines else None
+        # a URC printed just before the answer carries the same prefix: the read form is ours
+        reads = [r for r in (parse_registration(x, response=True) for x in resp.lines)
+                 if r.n is not None]
+        return reads[-1] if reads else None
 
     def registration_urc_commands(self) -> tuple[str, ...]:
         """AT+CREG=2 etc. for each report the family has: URCs then carry lac/ci/AcT."""

@@ -185,7 +185,8 @@ class SimState:
 class Registration:
     """A +CREG/+CGREG/+CEREG/+C5GREG line, URC or read response (27.007 §7.2, §10.1.20/22).
 
-    `n` is the read response's <n> (None in a URC); `area` the lac/tac and `ci` the cell id as
+    `n` is the read response's <n> (None in a URC; a one-field line is always a URC, even when
+    the channel handed it over as part of our query's answer); `area` the lac/tac and `ci` the cell id as
     printed (hex strings), `act` the access technology, `fields` how many fields the line had."""
 
     kind: str  # "CREG" | "CGREG" | "CEREG" | "C5GREG"
@@ -325,7 +326,7 @@ def parse_registration(text: str, *, response: bool = False) -> Registration:
     kind = text[1 : text.index(":")].strip()
     raw = _raw_fields(after_prefix(text))
     values = split_fields(after_prefix(text))
-    read_form = response or (len(raw) >= 2 and _bare_number(raw[1]))
+    read_form = len(raw) >= 2 and (response or _bare_number(raw[1]))
     n = to_int(values[0]) if read_form else None
     rest = values[1:] if read_form else values
     stat = to_int(rest[0]) if rest and rest[0] else None
