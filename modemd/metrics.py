@@ -139,6 +139,7 @@ class Metrics(Observer):
         self._commands: set[str] = set()
         self._active: dict[str, int] = {}
         self._synced: dict[tuple[int, tuple[str, ...]], float] = {}
+        self._domains: set[str] = set()
         r = self.registry
 
         # -- daemon ------------------------------------------------------------------------------
@@ -460,6 +461,16 @@ class Metrics(Observer):
         """`domain`: cs/ps/eps/5gs or a URC kind (CREG, CGREG, CEREG, C5GREG); stat None = unknown."""
         domain = REGISTRATION_DOMAINS.get(domain.upper(), domain.lower())
         self.registration_state.labels(domain).set(_num(stat))
+
+    def set_registrations(self, stats: dict[str, int | None]) -> None:
+        """Every domain's <stat> (kind -> stat); a domain shown before but absent now (the module
+        restarted, nothing reported yet) becomes NaN, not its stale value."""
+        shown = {REGISTRATION_DOMAINS.get(k.upper(), k.lower()): v for k, v in stats.items()}
+        for domain in self._domains - shown.keys():
+            self.registration_state.labels(domain).set(math.nan)
+        for domain, stat in shown.items():
+            self.registration_state.labels(domain).set(_num(stat))
+        self._domains |= shown.keys()
 
     def set_network(self, operator: str, act: str) -> None:
         """The serving operator and access technology (LTE-M, NB-IoT, NR-5GC ...)."""

@@ -41,8 +41,7 @@ def _radio(radio, m) -> None:
         rsrp_dbm=quality and quality.rsrp_dbm, rsrq_db=quality and quality.rsrq_db,
         sinr_db=quality and quality.sinr_db,
     )
-    for kind, reg in radio.registration.items():
-        m.set_registration(kind, reg.stat)
+    m.set_registrations({kind: reg.stat for kind, reg in radio.registration.items()})
     m.sync_counter(m.registration_losses, radio.losses)
     op = radio.operator
     if op is not None:

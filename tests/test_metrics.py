@@ -272,6 +272,10 @@ def test_registration_urc_is_only_counted_the_state_comes_from_the_radio_publica
     assert m.value("modemd_registration_state", {"domain": "eps"}) is None
     m.set_registration("CEREG", 5)
     assert m.value("modemd_registration_state", {"domain": "eps"}) == 5
+    m.set_registrations({"CGREG": 1, "CEREG": 2})
+    assert m.value("modemd_registration_state", {"domain": "eps"}) == 2
+    m.set_registrations({})  # the module restarted: nothing known, nothing stale
+    assert math.isnan(m.value("modemd_registration_state", {"domain": "ps"}))
 
 
 def test_providers_run_at_scrape_and_errors_are_counted(caplog):
