@@ -200,6 +200,8 @@ class PdpKeeper:
             with trio.move_on_after(t.pdp_check_interval):
                 reason = await until_registration_lost(sup, self._requests.receive)
             if sup.radio.registration_lost.is_set():
+                if reason is not None:
+                    self.request_cycle(reason)  # decided once the network is back
                 continue
             if reason is not None:
                 await self.cycle(reason)
