@@ -12,9 +12,11 @@ import trio
 
 from . import __version__
 from .at.channel import AtError
-from .at.commands import OpenFailed, UrcTimeout
+from .at.commands import UrcTimeout
 from .at.protocol import Command
+from .at.radio import REGISTRATION_DOMAINS, Quality
 from .control import ControlError
+from .link import RadioStats
 from .logs import redact
 from .validate import check_hostname
 
@@ -166,27 +168,29 @@ async def status_of(daemon) -> dict[str, Any]:
         "next_reboot": sup.next_reboot_unix or None,
         "version": __version__,
     }
-    if link.at is not None and link.state == "serving":
-        with trio.move_on_after(STATUS_QUERY_SECONDS):
-            result.update(await _radio(link.at))
-    daemon.last_radio = {k: result[k] for k in ("signal", "operator") if k in result}
+    if link.radio.sampled_at is None and link.at is not None and link.state == "serving":
+        with trio.move_on_after(STATUS_QUERY_SECONDS):  # no sample yet: ask once, live
+            await sup.radio.poll(link.at)
+    result.update(radio_status(link.radio))
     return result
 
 
-async def _radio(at) -> dict[str, Any]:
-    """Signal and operator, asked live (through the channel queue, short deadlines)."""
+def radio_status(radio: RadioStats) -> dict[str, Any]:
+    """Signal, operator and registration from the radio task's publication (link.radio)."""
     out: dict[str, Any] = {}
-    try:
-        rssi, ber = await at.csq()
-        out["signal"] = {"csq": rssi, "rssi_dbm": csq_to_dbm(rssi)}
-        out["operator"] = await at.operator()
-    except (AtError, ValueError, IndexError, OpenFailed):
-        pass
+    if radio.sampled_at is None:
+        return out
+    quality = radio.quality or Quality()
+    signal = {"csq": radio.csq, "rssi_dbm": radio.rssi_dbm or quality.rssi_dbm,
+              "rsrp_dbm": quality.rsrp_dbm, "rsrq_db": quality.rsrq_db, "sinr_db": quality.sinr_db}
+    out["signal"] = {k: v for k, v in signal.items() if v is not None}
+    op = radio.operator
+    if op is not None:
+        out["operator"] = op.name or op.numeric or None
+        out["technology"] = op.technology or quality.sysmode or None
+    out["registration"] = {
+        REGISTRATION_DOMAINS.get(kind, kind.lower()): reg.stat
+        for kind, reg in radio.registration.items()
+    }
+    out["registration_losses"] = radio.losses
     return out
-
-
-def csq_to_dbm(csq: int) -> int | None:
-    """27.007 <rssi>: 0 = -113 dBm ... 31 = -51 dBm, 99 = unknown."""
-    if 0 <= csq <= 31:
-        return -113 + 2 * csq
-    return None

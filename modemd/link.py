@@ -6,6 +6,11 @@ connect_ids. They meet here, so neither imports the other:
 - supervisor -> sockets: `at` (the command helpers of the current module session), `serving(ctx)`
   and `wait_serving(ctx)`, and `lost(ctx)`: an Event set when the context (or the whole module) is gone,
   so every socket opened under it must be reset now.
+- supervisor -> everyone: `radio`, the radio task's publication (signal, operator, registration
+  per domain, losses): metrics, status and the alerts read it, nobody asks the module again.
+- sockets -> supervisor: `set_background_lane(lane)`: the socket scheduler's background turns
+  (at most one bookkeeping query out at a time, data first); the supervisor's radio polls take
+  `background_turn()` so they never crowd out a data command.
 - sockets -> supervisor: `report_open(ctx, ok)` (5 consecutive failures -> PDP cycle). A command
   deadline is not reported here: the AT channel reports a silent module to the supervisor itself
   (the one route for command timeouts), and a lost command (CommandLost) is its caller's business.
@@ -14,11 +19,15 @@ connect_ids. They meet here, so neither imports the other:
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Callable, Hashable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 
 import trio
 
 from .at.commands import QuectelAt
+from .at.radio import Operator, Quality
+from .at.urc import Registration
 from .profiles import Profile
 
 log = logging.getLogger("modemd.supervisor")
@@ -45,6 +54,31 @@ class ContextInfo:
         return len(self.failed_opens)
 
 
+@dataclass
+class RadioStats:
+    """The radio task's publication (supervisor/radio.py writes it, everyone else reads it).
+
+    `registration` holds the last report per kind (CREG/CGREG/CEREG/C5GREG), from URCs and the
+    periodic read; `registered` is None until a PS report arrived. `losses` counts registrations
+    lost while serving; `sampled_at` is the trio time of the last signal sample (None: none yet)."""
+
+    csq: int | None = None
+    ber: int | None = None
+    rssi_dbm: float | None = None
+    quality: Quality | None = None
+    operator: Operator | None = None
+    registration: dict[str, Registration] = field(default_factory=dict)
+    registered: bool | None = None
+    losses: int = 0
+    lost_since: float | None = None
+    sampled_at: float | None = None
+    polls: int = 0
+    poll_failures: int = 0
+
+
+BackgroundLane = Callable[[Hashable], AbstractAsyncContextManager[None]]
+
+
 class ModemLink:
     def __init__(self) -> None:
         self.at: QuectelAt | None = None
@@ -55,6 +89,8 @@ class ModemLink:
         self.module_generation = 0
         self._contexts: dict[int, ContextInfo] = {}
         self._cycle_in, self.cycle_requests = trio.open_memory_channel(16)
+        self.radio = RadioStats()
+        self._background_lane: BackgroundLane | None = None
 
     def context(self, context_id: int) -> ContextInfo:
         if context_id not in self._contexts:
@@ -90,7 +126,21 @@ class ModemLink:
         for context_id in list(self._contexts):
             self.context_down(context_id)
 
+    @asynccontextmanager
+    async def background_turn(self, key: Hashable = "radio") -> AsyncIterator[None]:
+        """Hold a background turn of the socket scheduler (if one is wired) while a bookkeeping
+        command runs: data commands keep priority, at most one background query is out."""
+        if self._background_lane is None:
+            yield
+            return
+        async with self._background_lane(key):
+            yield
+
     # -- socket side --------------------------------------------------------------------------
+    def set_background_lane(self, lane: BackgroundLane) -> None:
+        """The socket scheduler's background turns (`lane(key)` is an async context manager)."""
+        self._background_lane = lane
+
     def serving(self, context_id: int) -> bool:
         return self.at is not None and self.context(context_id).up
 

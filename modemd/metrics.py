@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import choose_encoder
 
 from .at.channel import Observer
+from .at.radio import REGISTRATION_DOMAINS, csq_to_dbm
 
 log = logging.getLogger("modemd.metrics")
 
@@ -53,6 +54,7 @@ SUPERVISOR_STATES: tuple[str, ...] = (
     "configuring",
     "activating",
     "serving",
+    "registration_lost",
     "deactivating",
     "recovering",
     "backoff",
@@ -60,8 +62,6 @@ SUPERVISOR_STATES: tuple[str, ...] = (
     "stopped",
 )
 
-#: Registration URC kinds to the `domain` label of modemd_registration_state.
-REGISTRATION_DOMAINS: dict[str, str] = {"CREG": "cs", "CGREG": "ps", "CEREG": "eps", "C5GREG": "5gs"}
 
 #: modemd_at_command_duration_seconds buckets: 1 ms (a local `AT`) up to 150 s (QIACT, QIOPEN).
 AT_DURATION_BUCKETS: tuple[float, ...] = (
@@ -123,13 +123,6 @@ def label_value(text: object, *, limit: int = 64) -> str:
     return value[:limit] or "unknown"
 
 
-def csq_to_dbm(csq: int | None) -> float | None:
-    """AT+CSQ <rssi> (0..31, 99 unknown) to dBm: 0 -> -113, 1 -> -111, 2..30 -> -109..-53, 31 -> -51."""
-    if csq is None or not 0 <= csq <= 31:
-        return None
-    return -113.0 + 2.0 * csq
-
-
 def _num(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
@@ -150,6 +143,7 @@ class Metrics(Observer):
         self._commands: set[str] = set()
         self._active: dict[str, int] = {}
         self._synced: dict[tuple[int, tuple[str, ...]], float] = {}
+        self._domains: set[str] = set()
         r = self.registry
 
         # -- daemon ------------------------------------------------------------------------------
@@ -178,6 +172,15 @@ class Metrics(Observer):
             "Network registration <stat> per domain (cs=CREG, ps=CGREG, eps=CEREG, 5gs=C5GREG): "
             "0 not registered, 1 home, 2 searching, 3 denied, 4 unknown, 5 roaming.",
             ["domain"],
+            registry=r,
+        )
+        self.registration_losses = Counter(
+            "modemd_registration_losses_total",
+            "Network registrations lost while serving (state registration_lost; no reboot).",
+            registry=r,
+        )
+        self.network_info = Info(
+            "modemd_network", "Serving operator (AT+COPS? name or MCC+MNC) and access technology.",
             registry=r,
         )
         self.signal_csq = Gauge(
@@ -471,6 +474,20 @@ class Metrics(Observer):
         domain = REGISTRATION_DOMAINS.get(domain.upper(), domain.lower())
         self.registration_state.labels(domain).set(_num(stat))
 
+    def set_registrations(self, stats: dict[str, int | None]) -> None:
+        """Every domain's <stat> (kind -> stat); a domain shown before but absent now (the module
+        restarted, nothing reported yet) becomes NaN, not its stale value."""
+        shown = {REGISTRATION_DOMAINS.get(k.upper(), k.lower()): v for k, v in stats.items()}
+        for domain in self._domains - shown.keys():
+            self.registration_state.labels(domain).set(math.nan)
+        for domain, stat in shown.items():
+            self.registration_state.labels(domain).set(_num(stat))
+        self._domains |= shown.keys()
+
+    def set_network(self, operator: str, act: str) -> None:
+        """The serving operator and access technology (LTE-M, NB-IoT, NR-5GC ...)."""
+        self.network_info.info({"operator": operator, "act": act})
+
     def set_signal(
         self,
         csq: int | None = None,
@@ -538,11 +555,6 @@ class Metrics(Observer):
         if child is None:
             child = self._urc_children[type(urc)] = self.at_urcs.labels(urc_kind(urc))
         child.inc()
-        kind = getattr(urc, "kind", None)
-        if type(urc).__name__ == "Registration" and isinstance(kind, str):
-            stat = getattr(urc, "stat", None)
-            if stat is not None:
-                self.set_registration(kind, stat)
 
     def unknown_line(self, text: str) -> None:
         self.at_unknown_lines.inc()

@@ -7,8 +7,6 @@ pushing updates.
 
 from __future__ import annotations
 
-import trio
-
 
 def provide(daemon, m) -> None:
     _module(daemon, m)
@@ -25,17 +23,30 @@ def _module(daemon, m) -> None:
     for context_id in {daemon.cfg.pdp.context_id}:
         ctx = link.context(context_id)
         m.set_pdp(context_id, ctx.up, ", ".join(ctx.addresses) or None)
-    channel = sup.channel
-    if channel is not None:
-        age = channel.seconds_since_answer()
+    stats = sup.channel_stats
+    if stats is not None:
+        age = stats.seconds_since_answer
         m.set_last_at_response_age(age if age != float("inf") else None)
-        m.sync_counter(m.at_framing_resyncs, channel.protocol.counters["resyncs"])
-        for prefix, n in channel.unsolicited.counts.items():
+        m.sync_counter(m.at_framing_resyncs, stats.framing_resyncs)
+        for prefix, n in stats.unsolicited.items():
             m.sync_counter(m.unsolicited_lines, n, prefix)
-        m.sync_counter(m.at_line_end_silences, channel.line_end_silences)
-    radio = getattr(daemon, "last_radio", {}).get("signal")
-    if radio:
-        m.set_signal(radio.get("csq"), radio.get("rssi_dbm"))
+        m.sync_counter(m.at_line_end_silences, stats.line_end_silences)
+    _radio(link.radio, m)
+
+
+def _radio(radio, m) -> None:
+    """link.radio (the radio task's publication) onto the signal / registration metrics."""
+    quality = radio.quality
+    m.set_signal(
+        radio.csq, radio.rssi_dbm if radio.rssi_dbm is not None else (quality and quality.rssi_dbm),
+        rsrp_dbm=quality and quality.rsrp_dbm, rsrq_db=quality and quality.rsrq_db,
+        sinr_db=quality and quality.sinr_db,
+    )
+    m.set_registrations({kind: reg.stat for kind, reg in radio.registration.items()})
+    m.sync_counter(m.registration_losses, radio.losses)
+    op = radio.operator
+    if op is not None:
+        m.set_network(op.name or op.numeric, op.technology or (quality.sysmode if quality else ""))
 
 
 def _data_path(daemon, m) -> None:
@@ -62,21 +73,17 @@ def _data_path(daemon, m) -> None:
             m.sync_counter(m.connections_closed, n, flow.name, f"reset_{reason}")
         clean = flow.closed - sum(flow.resets.values())
         m.sync_counter(m.connections_closed, max(clean, 0), flow.name, "closed")
-    now = trio.current_time()
-    unacked = {}
-    for row in manager.connections():
-        if row.get("unacked") is not None:
-            unacked[row["connect_id"]] = row["unacked"]
-    for connect_id in range(0, 12):
-        m.set_unacked(connect_id, unacked.get(connect_id))
-    del now
+    if pool is not None:
+        unacked = manager.unacked_by_connect_id
+        for connect_id in pool.connect_ids:
+            m.set_unacked(connect_id, unacked.get(connect_id))
 
 
 def _recovery(daemon, m) -> None:
     sup = daemon.supervisor
     for (step, cause), n in sup.reboots_by_step_cause.items():
         m.sync_counter(m.reboots, n, step, cause)
-    m.sync_counter(m.pdp_activations, getattr(sup.pdp, "activations", 0), str(daemon.cfg.pdp.context_id))
+    m.sync_counter(m.pdp_activations, sup.pdp.activations, str(daemon.cfg.pdp.context_id))
     m.set_next_reboot(sup.next_reboot_unix or None)
     m.set_reboot_backoff(sup.reboot_count)
     cycles = sum(n for step, n in sup.ladder_steps.items() if step in ("supply_cut", "pwrkey"))

@@ -11,6 +11,7 @@ from modemd.config import Config, ModemConfig, PdpConfig, PowerConfig, Superviso
 from modemd.link import ModemLink
 from modemd.serial import SerialDisconnected, SerialError, SerialPort
 from modemd.supervisor.power import NoPowerBackend
+from modemd.supervisor.states import Timings
 from modemd.supervisor.supervisor import Supervisor
 
 
@@ -111,9 +112,13 @@ class _VanishingPort:
 
 
 @asynccontextmanager
-async def running(cfg, *, power=None, open_port=None, **kw):
-    """A Supervisor running in the background; yields (sup, link)."""
+async def running(cfg, *, power=None, open_port=None, radio=False, **kw):
+    """A Supervisor running in the background; yields (sup, link). The radio task's polls stay
+    off unless `radio` (registration URCs are followed either way): the other tests pin down
+    exact command sequences and which command notices a silent module first."""
     link = ModemLink()
+    if not radio:
+        kw["timings"] = dataclasses.replace(kw.get("timings") or Timings(), radio_poll=None)
     if open_port is None:
         def open_port():
             return SerialPort.open(cfg.modem.port, 115200, lock_dir=None)

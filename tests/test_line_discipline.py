@@ -17,6 +17,7 @@ from modemd.at.channel import LINE_END_CEIL, AtChannel
 from modemd.at.protocol import Command
 from modemd.at.unsolicited import GARBLED, OTHER, UnsolicitedLines, prefix_of
 from modemd.at.urc import OtherUrc, Recv, is_urc, parse_urc
+from modemd.link import RadioStats
 from modemd.metrics import Metrics
 from modemd.serial import SerialPort
 
@@ -239,8 +240,8 @@ async def test_real_modules_chatter_is_counted_and_never_warned_about(caplog):
     m = Metrics()
     daemon = SimpleNamespace(
         link=SimpleNamespace(state="serving", identity={}, context=lambda cid: SimpleNamespace(
-            up=True, addresses=())),
-        supervisor=SimpleNamespace(channel=channel),
+            up=True, addresses=()), radio=RadioStats()),
+        supervisor=SimpleNamespace(channel_stats=channel.stats()),
         cfg=SimpleNamespace(pdp=SimpleNamespace(context_id=1)),
     )
     metrics_provider._module(daemon, m)

@@ -263,12 +263,19 @@ def test_urc_kind_and_label_value():
     assert len(label_value("x" * 500)) == 64
 
 
-def test_registration_urc_updates_state():
+def test_registration_urc_is_only_counted_the_state_comes_from_the_radio_publication():
+    """The observer counts URCs; modemd_registration_state is mapped from link.radio by the
+    provider (one source: URCs and the periodic check alike)."""
     m = Metrics()
     m.urc(Registration("CEREG", 5))
-    m.urc(Registration("CREG", None))
+    assert m.value("modemd_at_urcs_total", {"type": "registration"}) == 1
+    assert m.value("modemd_registration_state", {"domain": "eps"}) is None
+    m.set_registration("CEREG", 5)
     assert m.value("modemd_registration_state", {"domain": "eps"}) == 5
-    assert m.value("modemd_registration_state", {"domain": "cs"}) is None
+    m.set_registrations({"CGREG": 1, "CEREG": 2})
+    assert m.value("modemd_registration_state", {"domain": "eps"}) == 2
+    m.set_registrations({})  # the module restarted: nothing known, nothing stale
+    assert math.isnan(m.value("modemd_registration_state", {"domain": "ps"}))
 
 
 def test_providers_run_at_scrape_and_errors_are_counted(caplog):

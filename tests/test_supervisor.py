@@ -35,12 +35,14 @@ async def test_bring_up_to_serving(mock_clock, caplog):
                 "waiting_ready", "init", "sim", "cs_registration", "ps_registration",
                 "configuring", "activating", "serving",
             ]
-            assert emu.commands == [
+            bring_up = [
                 "ATE0", "AT+CMEE=1", "AT+CGMM", "AT+CGMR", "AT+CGSN", "AT+QISDE=0",
+                "AT+CREG=2", "AT+CGREG=2", "AT+CEREG=2",
                 "AT+QISTATE?", "AT+CPIN?", "AT+CREG?", "AT+CGREG?",
                 'AT+QICSGP=1,1,"internet","user","s3cret-pw",1',
                 "AT+QIACT?", "AT+QIACT=1", "AT+QIACT?",
             ]
+            assert emu.commands == bring_up
             addr = link.context(1).addresses[0]
             assert link.at is not None and link.profile.name == "bg96"
             assert link.identity["model"]

@@ -56,6 +56,7 @@ import logging
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import trio
@@ -199,6 +200,16 @@ def _probe(finals: frozenset[str] = OK_FINALS, timeout: float = PROBE_TIMEOUT) -
     return _Request(Command(PROBE_TEXT, finals=finals, timeout=timeout), urgent=True)
 
 
+@dataclass(frozen=True)
+class ChannelStats:
+    """A snapshot of the channel's counters, for metrics (published by the supervisor)."""
+
+    seconds_since_answer: float  # inf: no final result yet
+    framing_resyncs: int
+    line_end_silences: int
+    unsolicited: dict[str, int]  # lines modemd has no use for, per prefix
+
+
 class AtChannel:
     """Serialises commands over one transport and fans URCs out to subscribers."""
 
@@ -283,6 +294,10 @@ class AtChannel:
 
     def seconds_since_answer(self) -> float:
         return trio.current_time() - self.last_final
+
+    def stats(self) -> ChannelStats:
+        return ChannelStats(self.seconds_since_answer(), self.protocol.counters["resyncs"],
+                            self.line_end_silences, dict(self.unsolicited.counts))
 
     @property
     def queued(self) -> int:

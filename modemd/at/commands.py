@@ -18,6 +18,15 @@ from ..profiles import Profile
 from ..validate import check_apn, check_credential, check_hostname
 from .channel import AtChannel
 from .protocol import ERROR_FINALS, OK_FINALS, SEND_FINALS, Command, Response
+from .radio import (
+    Operator,
+    Quality,
+    parse_cops,
+    parse_csq,
+    parse_qcsq,
+    parse_qeng0,
+    parse_qeng_servingcell,
+)
 from .urc import (
     DnsGipAddress,
     DnsGipHeader,
@@ -26,9 +35,11 @@ from .urc import (
     PingReply,
     PingSummary,
     Recv,
+    Registration,
     Urc,
     after_prefix,
     ip_text,
+    parse_registration,
     split_fields,
     to_int,
 )
@@ -258,9 +269,42 @@ class QuectelAt:
         rows = await self.query("AT+CSQ", "+CSQ:")
         return int(rows[0][0]), int(rows[0][1])
 
-    async def operator(self) -> str:
-        rows = await self.query("AT+COPS?", "+COPS:")
-        return rows[0][2] if rows and len(rows[0]) > 2 else ""
+    async def csq_report(self) -> tuple[int | None, int | None]:
+        """AT+CSQ as (rssi 0..31, ber 0..7), None where the module says 99 (unknown)."""
+        resp = await self.run("AT+CSQ", prefix="+CSQ:")
+        return parse_csq(resp.lines[0]) if resp.lines else (None, None)
+
+    async def operator(self) -> Operator:
+        """AT+COPS?: operator name (or MCC+MNC) and access technology."""
+        resp = await self.run("AT+COPS?", prefix="+COPS:")
+        return parse_cops(resp.lines[0]) if resp.lines else Operator()
+
+    # -- radio (the radio task, modemctl status) -----------------------------------------------
+    async def signal_quality(self) -> Quality | None:
+        """The family's extended read-out (profile.signal_query), None where it has none."""
+        kind = self.profile.signal_query
+        if kind == "qcsq":
+            resp = await self.run("AT+QCSQ", prefix="+QCSQ:")
+            return parse_qcsq(resp.lines[0]) if resp.lines else Quality()
+        if kind == "qeng_servingcell":
+            resp = await self.run('AT+QENG="servingcell"', prefix="+QENG:")
+            return parse_qeng_servingcell(resp.lines)
+        if kind == "qeng0":
+            resp = await self.run("AT+QENG=0", prefix="+QENG:")
+            return parse_qeng0(resp.lines[0]) if resp.lines else Quality()
+        return None
+
+    async def registration_report(self, kind: str) -> Registration | None:
+        """AT+<kind>? (CREG/CGREG/CEREG/C5GREG) as a typed read response."""
+        resp = await self.run(f"AT+{kind}?", prefix=f"+{kind}:")
+        # a URC printed just before the answer carries the same prefix: the read form is ours
+        reads = [r for r in (parse_registration(x, response=True) for x in resp.lines)
+                 if r.n is not None]
+        return reads[-1] if reads else None
+
+    def registration_urc_commands(self) -> tuple[str, ...]:
+        """AT+CREG=2 etc. for each report the family has: URCs then carry lac/ci/AcT."""
+        return tuple(f"AT+{kind}=2" for kind in self.profile.registration_kinds)
 
     async def cfun(self, level: int, reset: bool = False) -> None:
         await self.run(f"AT+CFUN={level}{',1' if reset else ''}")

@@ -196,8 +196,23 @@ class SimState:
 
 @dataclass(frozen=True, slots=True)
 class Registration:
+    """A +CREG/+CGREG/+CEREG/+C5GREG line, URC or read response (27.007 §7.2, §10.1.20/22).
+
+    `n` is the read response's <n> (None in a URC; a one-field line is always a URC, even when
+    the channel handed it over as part of our query's answer); `area` the lac/tac and `ci` the cell id as
+    printed (hex strings), `act` the access technology, `fields` how many fields the line had."""
+
     kind: str  # "CREG" | "CGREG" | "CEREG" | "C5GREG"
     stat: int | None
+    n: int | None = None
+    area: str = ""
+    ci: str = ""
+    act: int | None = None
+    fields: int = 0
+
+    @property
+    def registered(self) -> bool:
+        return self.stat in (1, 5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,15 +307,55 @@ def _qiactex(text: str, f: list[str], data: bytes | None) -> Urc:
     return ActExResult(int(f[0]), int(f[1]), tuple(ip_text(x) for x in f[3:] if x))
 
 
+def _raw_fields(text: str) -> list[str]:
+    """Split on commas outside quotes, keeping the quotes (a quoted field is never the stat)."""
+    fields: list[str] = []
+    cur: list[str] = []
+    quoted = False
+    for ch in text:
+        if ch in '"“”':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            fields.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    fields.append("".join(cur).strip())
+    return fields
+
+
+def _bare_number(raw: str) -> bool:
+    return raw.isascii() and raw.isdigit()
+
+
+def parse_registration(text: str, *, response: bool = False) -> Registration:
+    """One parser for registration lines, read responses and URCs alike, 1 to 11 fields.
+
+    A read response is `<n>,<stat>[,<lac>,<ci>[,<AcT>...]]`, a URC `<stat>[,<lac>,<ci>[,<AcT>...]]`:
+    the same leading number means <n> in one and <stat> in the other (line-shapes C1-C4). A line
+    that answers our query (`response`) is the read form. Else the field count and the second
+    field decide: the read form has a bare <stat> there, a URC a quoted area code, an empty field
+    or nothing. Fields beyond AcT (rac, cause, PSM timers) are counted, never interpreted."""
+    kind = text[1 : text.index(":")].strip()
+    raw = _raw_fields(after_prefix(text))
+    values = split_fields(after_prefix(text))
+    read_form = len(raw) >= 2 and (response or _bare_number(raw[1]))
+    n = to_int(values[0]) if read_form else None
+    rest = values[1:] if read_form else values
+    stat = to_int(rest[0]) if rest and rest[0] else None
+    return Registration(
+        kind=kind,
+        stat=stat,
+        n=n,
+        area=rest[1] if len(rest) > 1 else "",
+        ci=rest[2] if len(rest) > 2 else "",
+        act=to_int(rest[3]) if len(rest) > 3 and rest[3] else None,
+        fields=len(raw),
+    )
+
+
 def _registration(text: str, f: list[str], data: bytes | None) -> Urc:
-    kind = text[1 : text.index(":")]
-    # URC form "+CEREG: <stat>[,"<tac>",...]" has the stat first. The read reply "<n>,<stat>[,...]"
-    # (real modules print it on their own too, and a late one arrives after its command gave up)
-    # has a bare number second, where the URC has a quoted area code or nothing.
-    raw = after_prefix(text).split(",")
-    if len(raw) >= 2 and raw[1].strip().isascii() and raw[1].strip().isdigit():
-        return Registration(kind, to_int(raw[1].strip()))
-    return Registration(kind, to_int(f[0]))
+    return parse_registration(text)
 
 
 _PARSERS = {

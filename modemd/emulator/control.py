@@ -10,6 +10,8 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
     listenport <port>      sim ready|absent          register on|off       host <name>=<ip>
     sim lock|unlock        sim pin <code>            sim puk <code>        sim status
     sim busy|notbusy
+    radio <key>=<value> ...                          registration lose [<stat>] [<pdpdeact_after>|never]
+    registration regain
     lose command <regex> [<count>] [glue]            lose prompt|final|answer <regex> [<count>]
     noise urc <N>          noise fragment <min>-<max>|off                noise garbage <n>
     noise flip <n>         noise glue <n>            noise sendfail <percent>
@@ -59,6 +61,7 @@ HELP = (
     "droprecv <n>, qiactfail <n>, qideactfail <n>, garbage <hex>, openfail <code>, qisenderror <n>, "
     "qirderror <n>, qirdfault garbage|reset|off, sockets, count <prefix>, qiact_delay <s>, turnaround <s>, baud <n>, "
     "interleave on|off, listenport <port>, sim ready|absent|busy|notbusy|lock|unlock|status, sim pin|puk <code>, register on|off, host <name>=<ip>, "
+    "radio <key>=<value>..., registration lose [stat] [seconds|never]|regain, "
     "lose command <regex> [count] [glue], lose prompt|final|answer <regex> [count], "
     "noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>|sendfail <percent>|seed <s>"
     "|off, "
@@ -68,7 +71,7 @@ MAX_LINE = 4096
 KNOWN = {
     "hang", "power", "pdpdeact", "close", "sendfail", "droprecv", "qiactfail", "qideactfail", "garbage",
     "qiact_delay", "turnaround", "baud", "interleave", "listenport", "sim", "register", "host",
-    "openfail", "qisenderror", "qirderror", "qirdfault", "lose", "noise",
+    "openfail", "qisenderror", "qirderror", "qirdfault", "lose", "noise", "radio", "registration",
 }  # fmt: skip
 
 
@@ -161,6 +164,22 @@ def _noise(emu: Emulator, args: list[str]) -> str:
     return "ok"
 
 
+def _registration(emu: Emulator, args: list[str]) -> None:
+    """registration lose [<stat>] [<seconds until pdpdeact>|never] | registration regain"""
+    what = args[0].lower() if args else ""
+    if what == "regain":
+        emu.regain_registration()
+        return
+    if what != "lose":
+        raise ValueError("expected: registration lose [stat] [seconds|never] | registration regain")
+    stat = _int(args[1]) if len(args) > 1 else 2
+    if len(args) > 2:
+        after = None if args[2] in ("never", "none", "off") else _float(args[2])
+        emu.lose_registration(stat, after)
+    else:
+        emu.lose_registration(stat)
+
+
 async def run_command(emu: Emulator, line: str) -> str:
     """Execute one control line; returns the answer line (without newline)."""
     words = line.split()
@@ -195,6 +214,12 @@ async def run_command(emu: Emulator, line: str) -> str:
             return _noise(emu, args)
         if cmd == "sim":
             return _sim(emu, args)
+        if cmd == "radio":  # radio csq=20 ber=0 rsrp=-100 rsrq=-12 sinr=5 rat=LTE operator=My_Net
+            emu.set_radio(**emu.radio.parse_words(args))
+            return "ok"
+        if cmd == "registration":
+            _registration(emu, args)
+            return "ok"
         if len(args) != 1 and not (cmd == "pdpdeact" and not args):
             raise ValueError(f"{cmd}: expected one argument")
         arg = args[0].lower() if args else ""

@@ -15,6 +15,7 @@ from .families import FAMILIES, Family
 from .line import Line
 from .noise import Noise, check_range
 from .pty import Pty
+from .radio import RadioConditions
 from .session import Session
 from .sim import Sim
 
@@ -49,6 +50,9 @@ class Emulator:
         self.sim = Sim(inserted=cfg.sim_ready, locked=cfg.sim_locked, pin=cfg.sim_pin,
                        puk=cfg.sim_puk)
         self._registered = cfg.registered
+        self.radio = RadioConditions()
+        self._reg_lost: int | None = None  # <stat> while the network is lost (lose_registration)
+        self._reg_generation = 0
         self._send_fail = 0
         self._drop_recv = 0
         self._qiact_fail = 0
@@ -461,6 +465,51 @@ class Emulator:
                 for ctx in list(session.contexts):
                     session.deactivate(ctx, forget=False)
             session.handlers.registration_changed()
+
+    def set_radio(self, **values) -> None:
+        """Signal, operator, registration details (emulator/radio.py RadioConditions); a new
+        registration <stat> (1 home, 5 roaming) is reported at once."""
+        before = self._session.reg_stat() if self._session is not None else None
+        self.radio.set(**values)
+        session = self._session
+        if session is not None and session.reg_stat() != before:
+            session.handlers.registration_changed()
+
+    def lose_registration(self, stat: int = 2, pdpdeact_after: float | None = ...) -> None:
+        """The network is lost while serving: <stat> 2 (searching), 3 (denied), 0 or 4 in every
+        registration URC enabled. The PDP context stays up unless `pdpdeact_after` (default: the
+        radio's setting) says the network drops it that many seconds later."""
+        if stat in (1, 5):
+            raise ValueError("a lost registration has <stat> 0, 2, 3 or 4")
+        if pdpdeact_after is ...:
+            pdpdeact_after = self.radio.pdpdeact_after
+        session = self._session
+        before = session.reg_stat() if session is not None else None
+        self._reg_lost = stat
+        self._reg_generation += 1
+        if session is None:
+            return
+        if session.reg_stat() != before:
+            session.handlers.registration_changed()
+        if pdpdeact_after is not None and self._nursery is not None:
+            self._nursery.start_soon(self._drop_contexts_later, pdpdeact_after, self._reg_generation)
+
+    def regain_registration(self) -> None:
+        """The network is back: registration URCs with the radio's <stat> (1 or 5)."""
+        session = self._session
+        before = session.reg_stat() if session is not None else None
+        self._reg_lost = None
+        self._reg_generation += 1
+        if session is not None and session.reg_stat() != before:
+            session.handlers.registration_changed()
+
+    async def _drop_contexts_later(self, seconds: float, generation: int) -> None:
+        await trio.sleep(seconds)
+        session = self._session
+        if session is None or generation != self._reg_generation or self._reg_lost is None:
+            return
+        for ctx in [c.cid for c in session.active_contexts()]:
+            self.pdp_deactivate(ctx)
 
     def module_listen_port(self, module_port: int) -> int:
         """The real loopback port behind a TCP LISTENER / UDP SERVICE opened at module port P."""

@@ -263,7 +263,11 @@ class Family:
     iccid: str = "89860012345678901234"
     operator: str = "EMULATED"
     act: int = 8  # +COPS access technology (8 = LTE Cat-M1)
-    qcsq: str = '"CAT-M1",-65,-92,160,-10'
+    # radio (emulator/radio.py): the AT+QCSQ <sysmode> the family prints (None: no AT+QCSQ),
+    # its AT+QENG form ("servingcell": RGx00U, "0": BC25), whether it has AT+C5GREG
+    qcsq: str | None = "CAT-M1"
+    qeng: str | None = None
+    c5greg: bool = False
     at_port: str = "uart1"
     boot_urcs: tuple[str, ...] = (
         "RDY",
@@ -358,6 +362,7 @@ BG95 = replace(
     qicfg=dict(_QICFG_BG95),
     errors=dict(_BG95_ERRORS),
     err=dict(_BG95_ERR),
+    qcsq="eMTC",
 )
 
 GENERIC = replace(
@@ -365,7 +370,7 @@ GENERIC = replace(
     name="generic",
     model="UC15",  # [inference] the manual never names its product (digest §1.1)
     revision="UC15AR01A01",
-    qcsq='"WCDMA",-65',
+    qcsq="WCDMA",
     act=2,
     max_active_contexts=3,
     read_default=None,  # TCP: read_length mandatory; UDP client: ignored
@@ -390,7 +395,8 @@ BC25 = replace(
     model="Quectel_BC25",
     revision="BC25PAR01A01",  # [inference]
     act=9,
-    qcsq='"NBIoT",-65,-92,160,-10',
+    qcsq=None,
+    qeng="0",
     boot_urcs=("RDY", "+CPIN: READY"),
     context_ids=(1, 3),
     connect_ids=(0, 5),
@@ -432,8 +438,10 @@ RG500U = replace(
     name="rg500u",
     model="RG500U",
     revision="RG500UCNAAR01A01M4G",  # [inference]
-    act=13,
-    qcsq='"NR5G-SA",-65,-92,160,-10',
+    act=11,
+    qcsq=None,
+    qeng="servingcell",
+    c5greg=True,
     context_ids=(1, 5),
     max_active_contexts=5,
     has_qiactex=True,

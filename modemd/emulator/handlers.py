@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from . import radio
 from .atparse import BadParam, Command, quote_ok
 from .config import is_ip_literal, is_loopback
 from .families import CONNECTED
@@ -89,6 +90,12 @@ class Handlers:
             return f.qisendex is not None
         if name == "+CREG":
             return f.creg
+        if name == "+C5GREG":
+            return f.c5greg
+        if name == "+QCSQ":
+            return f.qcsq is not None
+        if name == "+QENG":
+            return f.qeng is not None
         if name == "+QINISTAT":
             return f.qinistat
         if name == "+QPINC":
@@ -287,56 +294,65 @@ class Handlers:
 
     async def _reg(self, cmd: Command) -> Reply:
         name = cmd.name
+        top = radio.REG_MAX_N[name]
         if cmd.kind == "test":
-            return self.ok(f"{name}: (0-2)")
+            return self.ok(f"{name}: (0-{top})")
         if cmd.kind == "write":
-            self.s.reg_urc[name] = cmd.int(0, 0, 5)
+            self.s.reg_urc[name] = cmd.int(0, 0, top)
             return self.ok()
         if cmd.kind == "read":
-            n = self.s.reg_urc[name]
-            stat = self.s.reg_stat()
-            if n >= 2 and stat in (1, 5):
-                return self.ok(f'{name}: {n},{stat},"1A2B","01A2B3C4",{self.reg_act()}')
-            return self.ok(f"{name}: {n},{stat}")
+            return self.ok(radio.reg_read(name, self.s.reg_urc[name], self.s.reg_stat(),
+                                          self.emu.radio, self.reg_act()))
         return self.error()
 
     def reg_act(self) -> int:
-        return self.f.act if self.f.act in (0, 2, 7, 8, 9) else 7
+        return radio.reg_act(self.emu.radio, self.f.act)
 
     h_CREG = _reg
     h_CGREG = _reg
     h_CEREG = _reg
+    h_C5GREG = _reg
 
     def registration_changed(self) -> None:
         stat = self.s.reg_stat()
         for name, n in self.s.reg_urc.items():
-            if name == "+CREG" and not self.f.creg:
+            if not self.supported(name):
                 continue
-            if n == 1 or (n >= 2 and stat not in (1, 5)):
-                self.s.urc(f"{name}: {stat}")
-            elif n >= 2:
-                self.s.urc(f'{name}: {stat},"1A2B","01A2B3C4",{self.reg_act()}')
+            line = radio.reg_urc(name, n, stat, self.emu.radio, self.reg_act())
+            if line is not None:
+                self.s.urc(line)
 
     async def h_COPS(self, cmd: Command) -> Reply:
+        r = self.emu.radio
         if cmd.kind == "test":
-            return self.ok(
-                f'+COPS: (2,"{self.f.operator}","{self.f.operator}","00101",{self.f.act}),,(0-4),(0-2)'
-            )
+            act = radio.cops_act(r, self.f.act)
+            return self.ok(f'+COPS: (2,"{r.operator}","{r.operator}","{r.numeric}",{act}),,(0-4),(0-2)')
         if cmd.kind == "read":
-            if self.s.registered:
-                return self.ok(f'+COPS: 0,0,"{self.f.operator}",{self.f.act}')
-            return self.ok("+COPS: 0")
+            return self.ok(radio.cops_line(r, self.f.act, self.s.registered, self.s.cops_format))
+        if cmd.kind == "write" and cmd.int(0, 0, 4) == 3:
+            self.s.cops_format = cmd.int(1, 0, 2)
         return self.ok()
 
     async def h_CSQ(self, cmd: Command) -> Reply:
         if cmd.kind == "test":
             return self.ok("+CSQ: (0-31,99),(0-7,99)")
-        return self.ok("+CSQ: 24,99" if self.s.cfun == 1 else "+CSQ: 99,99")
+        return self.ok(radio.csq_line(self.emu.radio, self.s.cfun == 1))
 
     async def h_QCSQ(self, cmd: Command) -> Reply:
         if cmd.kind == "test":
             return self.ok('+QCSQ: ("NOSERVICE","GSM","CAT-M1","CAT-NB1")')
-        return self.ok(f"+QCSQ: {self.f.qcsq}" if self.s.registered else '+QCSQ: "NOSERVICE"')
+        assert self.f.qcsq is not None
+        return self.ok(radio.qcsq_line(self.emu.radio, self.f.qcsq, self.s.registered))
+
+    async def h_QENG(self, cmd: Command) -> Reply:
+        if cmd.kind != "write":
+            return self.error()
+        what = cmd.str(0, default="")
+        if what != self.f.qeng or cmd.args[0].quoted != (what == "servingcell"):
+            raise BadParam("qeng")
+        if what == "servingcell":
+            return self.ok(*radio.qeng_servingcell_lines(self.emu.radio, self.s.registered))
+        return self.ok(radio.qeng0_line(self.emu.radio, self.s.registered))
 
     async def h_CFUN(self, cmd: Command) -> Reply:
         if cmd.kind == "test":

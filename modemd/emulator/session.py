@@ -181,7 +181,8 @@ class Session:
         # module state
         self.echo = True
         self.cmee = 0
-        self.reg_urc = {"+CREG": 0, "+CGREG": 0, "+CEREG": 0}
+        self.reg_urc = {"+CREG": 0, "+CGREG": 0, "+CEREG": 0, "+C5GREG": 0}
+        self.cops_format = 0  # AT+COPS=3,<format>: 0 long name, 2 numeric
         self.cfun = 1
         self.contexts: dict[int, Context] = {}
         self.sockets: dict[int, ModSocket] = {}
@@ -200,10 +201,15 @@ class Session:
     # ---- helpers used by handlers and sockets ---------------------------------------------
     @property
     def registered(self) -> bool:
-        return self.emu._registered and self.cfun == 1 and self.emu.sim.ready
+        return (self.emu._registered and self.cfun == 1 and self.emu.sim.ready
+                and self.emu._reg_lost is None)
 
     def reg_stat(self) -> int:
-        return 1 if self.registered else 0
+        """<stat>: the radio's 1/5 while registered; while the network is lost, the loss's stat
+        (2 searching, 3 denied, 0, 4); else 0."""
+        if self.emu._reg_lost is not None and self.cfun == 1 and self.emu._sim_ready:
+            return self.emu._reg_lost
+        return self.emu.radio.stat if self.registered else 0
 
     def context(self, cid: int) -> Context:
         ctx = self.contexts.get(cid)

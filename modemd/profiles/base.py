@@ -205,7 +205,11 @@ class Profile:
     sim_status_commands: tuple[str, ...] = ("AT+CPIN?",)
     has_qpinc: bool = True        # AT+QPINC: PIN / PUK attempts left (not in the BC25 set)
     iccid_command: str = "AT+QCCID"
-    extended_quality: str | None = None  # AT+QCSQ where the family has it
+    # radio: the registration reports the family has (+CREG/+CGREG/+CEREG/+C5GREG; the PS ones
+    # decide "registered"), and its extended signal read-out: "qcsq" (AT+QCSQ), "qeng_servingcell"
+    # (AT+QENG="servingcell"), "qeng0" (AT+QENG=0), None (AT+CSQ only)
+    registration_kinds: tuple[str, ...] = ("CREG", "CGREG", "CEREG")
+    signal_query: str | None = None
     # start-up settings that must be (re)applied every time (NVRAM-persisted defaults, echo ...)
     init_commands: tuple[str, ...] = ()
     server_init_commands: tuple[str, ...] = ()  # only when a module-side listener is configured

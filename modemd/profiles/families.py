@@ -77,7 +77,7 @@ BG95 = Profile(
     max_credential=128,
     max_active_contexts=3,       # S5 §2.3.2: 3 on Cat M / EGPRS (2 on NB2), contextID 1-16
     errors=BG95_ERRORS,
-    extended_quality="AT+QCSQ",
+    signal_query="qcsq",
 )
 
 GENERIC = Profile(
@@ -97,6 +97,7 @@ GENERIC = Profile(
     keepalive=None,              # no "tcp/keepalive" in U's QICFG (seeds-comparison §3.15)
     cs_registration=True,
     ps_registration=("AT+CGREG?",),
+    registration_kinds=("CREG", "CGREG"),
     sim_status_commands=("AT+CPIN?", "AT+QINISTAT"),
 )
 
@@ -138,6 +139,8 @@ BC25 = Profile(
     keepalive_interval=10,
     keepalive_probes=9,
     ps_registration=("AT+CEREG?",),
+    registration_kinds=("CEREG",),
+    signal_query="qeng0",        # BC25 has no AT+QCSQ: AT+QENG=0 prints the serving cell
     # dataformat/viewmode/showlength persist in NVRAM (§3.15): force the values modemd parses.
     init_commands=(
         'AT+QICFG="dataformat",0,0',
@@ -158,7 +161,7 @@ BG96 = Profile(
     max_active_contexts=3,       # 96 §2.1.2: "three", contextID 1-16 (trap 36)
     keepalive=None,              # BG96's QICFG has no "tcp/keepalive" (seeds-comparison §3.15)
     cs_registration=True,
-    extended_quality="AT+QCSQ",
+    signal_query="qcsq",
 )
 
 RG500U = Profile(
@@ -177,6 +180,8 @@ RG500U = Profile(
     keepalive_idle_unit=1.0,     # RU "tcp/keepalive": idle_time in seconds, 1-1800
     keepalive_idle_range=(1, 1800),
     ps_registration=("AT+CGREG?", "AT+CEREG?", "AT+C5GREG?"),
+    registration_kinds=("CREG", "CGREG", "CEREG", "C5GREG"),
+    signal_query="qeng_servingcell",  # AT+QENG="servingcell": LTE / NR5G-SA / NR5G-NSA
     server_init_commands=('AT+QCFG="nat",1',),
 )
 

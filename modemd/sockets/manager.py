@@ -70,6 +70,8 @@ class SocketManager:
         self.settings = settings_from(proxy_cfg, supervisor_cfg)
         self.stats = SocketStats()
         self.scheduler = TurnScheduler(scheduler_depth)
+        # the supervisor's radio polls share the ACK polls' background lane (link.py)
+        link.set_background_lane(lambda key: self.scheduler.turn(key, background=True))
         self.dispatcher = UrcDispatcher(self._on_incoming, self._on_incoming_full)
         self.pool: ConnectIdPool | None = None
         self.context_ids: set[int] = {1}
@@ -492,6 +494,11 @@ class SocketManager:
     @property
     def unacked_bytes(self) -> int:
         return sum(s.unacked for s in self.dispatcher.sockets.values())
+
+    @property
+    def unacked_by_connect_id(self) -> dict[int, int]:
+        """Unacknowledged bytes of every open module socket (for the per-connect_id gauge)."""
+        return {s.connect_id: s.unacked for s in self.dispatcher.sockets.values()}
 
     def connections(self) -> list[dict[str, Any]]:
         """Snapshot for `modemctl connections`: one row per module socket."""

@@ -139,6 +139,8 @@ async def init(sup: Supervisor) -> None:
         for text in profile.server_init_commands:
             await setting(at, text)
     await _keepalive(sup)
+    for text in at.registration_urc_commands():  # URCs with lac/ci/AcT (the radio task's input)
+        await setting(at, text)
     await sup.reset_stale(at)
 
 

@@ -28,6 +28,7 @@ import trio
 
 from ..at.channel import AtCommandError, AtTimeout
 from .bringup import query
+from .radio import ride_out_registration_loss, until_registration_lost
 from .states import RebootNeeded, State
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -271,6 +272,7 @@ class PdpKeeper:
         """serving: react to cycle requests, check AT+QIACT? periodically. Never returns."""
         sup, t = self.sup, self.sup.timings
         while True:
+            await ride_out_registration_loss(sup)
             sup.enter(State.SERVING, None)
             sup.schedule.serving(trio.current_time())
             if self.pending:  # a reload during bring-up, after its QICSGP: use them now
@@ -278,7 +280,11 @@ class PdpKeeper:
                 continue
             request = None
             with trio.move_on_after(t.pdp_check_interval):
-                request = await self._requests.receive()
+                request = await until_registration_lost(sup, self._requests.receive)
+            if sup.radio.registration_lost.is_set():
+                if request is not None:  # decided once the network is back
+                    self.request_cycle(request[0], configure=request[1])
+                continue
             if request is not None:
                 await self.cycle(request[0], configure=request[1])
                 continue

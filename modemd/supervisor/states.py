@@ -12,6 +12,10 @@ Bring-up follows the flowchart of the TCP/IP manuals (seeds-comparison §2.1):
     -> configuring (AT+QICSGP) -> activating (AT+QIACT, 150 s; AT+QIACT? for the address)
     -> serving
 
+Registration lost while serving (URC or the radio task's periodic check): registration_lost, no
+reboot (no manual asks for one); when it returns, AT+QIACT? decides: the context stayed up ->
+serving with every socket kept, the network dropped it -> activating again.
+
 Recovery: deactivating (AT+QIDEACT, 40 s), recovering (CFUN cycle), backoff (waiting for the next
 permitted reboot), rebooting (the ladder), port_missing (the tty vanished, e.g. USB re-enumeration).
 """
@@ -39,6 +43,7 @@ class State(str, Enum):
     CONFIGURING = "configuring"
     ACTIVATING = "activating"
     SERVING = "serving"
+    REGISTRATION_LOST = "registration_lost"
     DEACTIVATING = "deactivating"
     RECOVERING = "recovering"
     BACKOFF = "backoff"
@@ -62,8 +67,9 @@ SIM_STOP_STATES = frozenset({
 
 # States in which a command that misses its deadline means "the module is not answering": reboot.
 TALKING_STATES = frozenset({
-    State.INIT, State.SIM, *SIM_STOP_STATES, State.CS_REGISTRATION, State.PS_REGISTRATION, State.CONFIGURING,
-    State.ACTIVATING, State.SERVING, State.DEACTIVATING, State.RECOVERING,
+    State.INIT, State.SIM, *SIM_STOP_STATES, State.CS_REGISTRATION, State.PS_REGISTRATION,
+    State.CONFIGURING, State.ACTIVATING, State.SERVING, State.REGISTRATION_LOST, State.DEACTIVATING,
+    State.RECOVERING,
 })
 
 _STATUS = {
@@ -82,6 +88,7 @@ _STATUS = {
     State.CONFIGURING: "configuring the PDP context",
     State.ACTIVATING: "activating the PDP context",
     State.SERVING: "serving",
+    State.REGISTRATION_LOST: "network registration lost, waiting for it to return",
     State.DEACTIVATING: "deactivating the PDP context",
     State.RECOVERING: "recovering",
     State.BACKOFF: "waiting before the next reboot",
@@ -123,6 +130,9 @@ class Timings:
     deactivation_failures: int = 3        # flowchart: failing to deactivate 3 times -> reboot
     deactivation_retry_delay: float = 1.0
     pdp_check_interval: float = 60.0      # AT+QIACT? while serving
+    radio_poll: float | None = 30.0       # CSQ, QCSQ/QENG, COPS?, registration read-outs
+                                          # (None: no polling; URCs are still followed)
+    registration_lost_poll: float = 10.0  # the registration check while it is lost
     resync_attempts: int = 2              # ladder step 1: AT probes, each probe_timeout (the
                                           # channel's own probe series came first)
     powered_down_timeout: float = 15.0    # ladder step 2: POWERED DOWN after AT+QPOWD=1

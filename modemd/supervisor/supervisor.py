@@ -45,11 +45,12 @@ from ..at.channel import (
     AtCommandError,
     AtTimeout,
     ChannelClosed,
+    ChannelStats,
     CommandLost,
     Observer,
 )
 from ..at.commands import QuectelAt
-from ..at.urc import ModuleReady, PdpDeact, PoweredDown, SimState
+from ..at.urc import ModuleReady, PdpDeact, PoweredDown, Registration, SimState
 from ..instance import state_dir as default_state_dir
 from ..link import ModemLink
 from ..profiles import Profile, UnknownModel, UnsupportedConfig, detect, get_profile
@@ -60,6 +61,7 @@ from .health import health_loop
 from .ladder import ALIVE, FAILED, PORT_LOST, RESET, Ladder
 from .pdp import PdpKeeper
 from .power import make_power_backend
+from .radio import RadioWatch
 from .sim import SimKeeper, SimStatus
 from .states import (
     BOOTING_STATES,
@@ -194,6 +196,7 @@ class Supervisor:
         self.sim_keeper = SimKeeper(
             self, default_state_dir() if state_dir is None else state_dir, config_path
         )
+        self.radio = RadioWatch(self)
         # state
         self.state = State.STARTING
         self.state_detail = ""
@@ -257,6 +260,7 @@ class Supervisor:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._watch_cycles)
                 nursery.start_soon(health_loop, self)
+                nursery.start_soon(self.radio.run)
                 task_status.started()
                 while True:
                     port = await self._wait_for_port()
@@ -314,6 +318,11 @@ class Supervisor:
         while self.state not in states:
             await self._state_event.wait()
         return trio.current_time()
+
+    @property
+    def channel_stats(self) -> ChannelStats | None:
+        """The current AT channel's counters (None before the first channel)."""
+        return self.channel.stats() if self.channel is not None else None
 
     @property
     def next_reboot_unix(self) -> float:
@@ -547,6 +556,7 @@ class Supervisor:
         channel = AtChannel(self._port, observer=_Watch(self, self._observer))
         urcs = channel.subscribe()
         self.channel = channel
+        self.radio.reset()
         self._bind(channel)
         assert self._nursery is not None
         self._channel_scope, self._channel_done = await self._nursery.start(
@@ -779,6 +789,8 @@ class Supervisor:
                     log.warning('+QIURC: "pdpdeact",%d: the network dropped the context', urc.context_id)
                     self.link.context_down(urc.context_id)
                     self.pdp.request_cycle('pdpdeact: +QIURC: "pdpdeact"')
+            elif isinstance(urc, Registration):
+                self.radio.on_registration(urc)
             elif isinstance(urc, SimState) and urc.state != "READY" and self.state is State.SERVING:
                 log.warning("+CPIN: %s while serving", urc.state)
 
