@@ -207,7 +207,7 @@ class Session:
     def reg_stat(self) -> int:
         """<stat>: the radio's 1/5 while registered; while the network is lost, the loss's stat
         (2 searching, 3 denied, 0, 4); else 0."""
-        if self.emu._reg_lost is not None and self.cfun == 1 and self.emu._sim_ready:
+        if self.emu._reg_lost is not None and self.cfun == 1 and self.emu.sim.ready:
             return self.emu._reg_lost
         return self.emu.radio.stat if self.registered else 0
 
