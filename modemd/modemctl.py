@@ -173,7 +173,7 @@ def format_signal(sig: Any) -> str:
 _STATUS_KEYS = (
     "state", "version", "model", "firmware", "imei", "operator", "technology", "registration",
     "signal", "pdp", "uptime_seconds", "module_uptime_seconds", "connections", "reboots",
-    "next_reboot", "sim",
+    "next_reboot", "sim", "registration_losses",
 )
 
 
@@ -200,7 +200,10 @@ def format_status(st: Any) -> str:
     rows.append(("Operator", op))
     reg = st.get("registration")
     if isinstance(reg, dict) and reg:
-        rows.append(("Registration", ", ".join(f"{k} {_dash(v)}" for k, v in reg.items())))
+        text = ", ".join(f"{k} {_dash(v)}" for k, v in reg.items())
+        if st.get("registration_losses"):
+            text += f" (lost {st['registration_losses']} times since start)"
+        rows.append(("Registration", text))
     elif reg is not None:
         rows.append(("Registration", _dash(reg)))
     rows.append(("Signal", format_signal(st.get("signal"))))

@@ -412,3 +412,12 @@ def test_modemctl_needs_only_the_standard_library():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
                          check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_status_text_folds_registration_losses_into_the_registration_row():
+    st = {"registration": {"ps": 1, "eps": 1}, "registration_losses": 2}
+    text = modemctl.format_status(st)
+    assert "Registration: ps 1, eps 1 (lost 2 times since start)" in text
+    assert "losses:" not in text.lower()
+    quiet = modemctl.format_status({"registration": {"eps": 1}, "registration_losses": 0})
+    assert "Registration: eps 1\n" in quiet + "\n" and "lost" not in quiet
