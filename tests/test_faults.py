@@ -63,7 +63,7 @@ BUFFER = ProxyConfig(direct_push=False)  # buffer mode: the data comes with +QIR
 
 
 # -- helpers ----------------------------------------------------------------------------------------
-async def wait_for(predicate, timeout: float = 10.0, step: float = 0.01) -> None:
+async def wait_for(predicate, timeout: float = 60.0, step: float = 0.01) -> None:
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(step)

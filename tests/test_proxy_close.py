@@ -29,7 +29,7 @@ from tests.sockets_helpers import (
 from tests.test_proxy import forward_toml
 
 
-async def wait_for(predicate, timeout: float = 5.0, step: float = 0.005) -> None:
+async def wait_for(predicate, timeout: float = 60.0, step: float = 0.005) -> None:
     """Poll `predicate`; under MockClock use a large `step` (each sleep costs real time)."""
     with trio.fail_after(timeout):
         while not predicate():

@@ -313,7 +313,7 @@ async def recv_exactly_msock(msock, n: int) -> bytes:
     return buf
 
 
-async def wait_for(predicate, timeout: float = 5.0) -> None:
+async def wait_for(predicate, timeout: float = 60.0) -> None:
     with trio.fail_after(timeout):
         while not predicate():
             await trio.sleep(0.005)
