@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
+import shutil
 import subprocess
 import sys
+import time
 from contextlib import asynccontextmanager
 
 import pytest
@@ -25,7 +28,10 @@ from modemd.sockets.manager import SocketManager
 from tests.ports import free_port
 from tests.sockets_helpers import echo_handler, recv_exactly, tcp_server
 from tests.supervisor_helpers import running
+from tests.test_daemon import Daemon
 from tests.test_ipv6_daemon import BODY, HOSTS, curl, echo_through, http_handler
+from tests.test_readme_snippets import README
+from tests.test_readme_snippets import SNIPPET as README_SNIPPET
 
 PY = sys.executable
 PORT = '[modem]\nport = ""\n'
@@ -182,6 +188,8 @@ async def two_context_stack(family: str, toml: str):
     async with Emulator.open(emu_cfg) as emu:
         dns = 'dns = ["2001:4860:4860::8888", "2001:4860:4860::8844"]\n'
         pdp = TWO + dns  # context 2's; BC25 has one pair for the module: the same on both
+        if family == "generic":  # IPv4 only: two IPv4 contexts
+            pdp = TWO.replace('ip_type = "ipv6"', 'ip_type = "ipv4"') + 'dns = ["8.8.8.8"]\n'
         if family == "bc25":
             pdp = pdp.replace('apn = "internet"\n', f'apn = "internet"\n{dns}')
         cfg = parse_config(PORT + pdp + toml, emulate=True)
@@ -238,21 +246,26 @@ async def test_two_contexts_a_forward_on_each_and_socks_on_ipv6(family):
             assert [k.activations for k in sup.contexts] == [1, 1]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [*FAMILIES, "generic"])
 async def test_pdpdeact_of_one_context_leaves_the_other_connection_alone(family, mock_clock):
     """The network drops context 2 (a pdpdeact URC, or on BC25 the next AT+QIACT? check: 60 s,
-    virtual) while a connection on context 1 carries data; context 2 comes back by the flowchart."""
+    virtual) while a connection on context 1 carries data; context 2 comes back by the flowchart.
+    (generic: two IPv4 contexts.)"""
     ports = {"v4": free_port(), "v6": free_port()}
+    host2 = "127.0.0.1" if family == "generic" else "::1"
     async with tcp_server(echo_handler, host="127.0.0.1") as echo4, \
-            tcp_server(echo_handler, host="::1") as echo6:
+            tcp_server(echo_handler, host=host2) as echo6:
+        remote2 = f"{host2}:{echo6.port}" if family == "generic" else f"[::1]:{echo6.port}"
         toml = (
             f'[[forward]]\nname = "v4"\nlisten = "tcp:127.0.0.1:{ports["v4"]}"\n'
             f'remote = "127.0.0.1:{echo4.port}"\n'
             f'[[forward]]\nname = "v6"\nlisten = "tcp:127.0.0.1:{ports["v6"]}"\n'
-            f'remote = "[::1]:{echo6.port}"\ncontext_id = 2\n'
+            f'remote = "{remote2}"\ncontext_id = 2\n'
         )
         async with two_context_stack(family, toml) as (emu, sup, link, proxy):
             keeper1, keeper2 = sup.contexts
+            if PROFILES[family].qistate_by_context:  # stale sockets looked for on both contexts
+                assert {"AT+QISTATE=0,1", "AT+QISTATE=0,2"} <= set(emu.commands)
             async with await trio.open_tcp_stream("127.0.0.1", ports["v4"]) as live:
                 await live.send_all(b"before")
                 assert await recv_exactly(live, 6) == b"before"
@@ -269,3 +282,64 @@ async def test_pdpdeact_of_one_context_leaves_the_other_connection_alone(family,
             assert dict(keeper2.cycles) == {expected: 1}
             assert sup.schedule.total == 0  # no reboot
             assert await echo_through(ports["v6"], b"six again") == b"six again"
+
+
+# -- the daemon as users run it: status, metrics, reload per context ----------------------------------
+def test_readme_contexts_snippet_passes_check_config(tmp_path):
+    found = dict((name, text) for name, _, text in README_SNIPPET.findall(README.read_text()))
+    path = tmp_path / "modemd.toml"
+    path.write_text('[modem]\nport = ""\nmodel = "bg96"\n' + found["config-contexts"])
+    res = subprocess.run([PY, "-m", "modemd.cli", "check-config", "--emulate", str(path)],
+                         capture_output=True, text=True, check=False)
+    assert res.returncode == 0 and res.stdout.strip() == f"{path}: OK", res.stderr
+
+
+def test_status_and_metrics_list_every_context_and_reload_cycles_only_its_own(tmp_path):
+    metrics = free_port()
+    cfg = tmp_path / "modemd.toml"
+    text = (f'[modem]\nmodel = "bg96"\nlock_dir = "{tmp_path}"\n' + TWO
+            + f'[metrics]\nlisten = "127.0.0.1:{metrics}"\n'
+            f'[control]\nsocket = "{tmp_path}/control.sock"\n')
+    cfg.write_text(text)
+    daemon = Daemon(tmp_path, cfg)
+    try:
+        status = daemon.wait_serving()
+        assert [(c["context_id"], c["up"], c["ip_type"], c["apn"], c["activations"])
+                for c in status["contexts"]] == [
+            (1, True, "ipv4", "internet", 1), (2, True, "ipv6", "v6.example", 1)]
+        assert status["pdp"] == status["contexts"][0]  # the JSON's `pdp`: the default context
+        v6 = status["contexts"][1]["addresses"]
+        assert v6 and all(ipaddress.ip_address(a).version == 6 for a in v6)
+        lines = [line for line in daemon.ctl("status").stdout.splitlines()
+                 if line.startswith("IP:")]
+        assert len(lines) == 2 and "(context 1, ipv4, APN internet)" in lines[0]
+        assert "(context 2, ipv6, APN v6.example)" in lines[1] and v6[0] in lines[1]
+        body = subprocess.run(["curl", "-sS", f"http://127.0.0.1:{metrics}/metrics"],
+                              capture_output=True, text=True, timeout=30, check=True).stdout
+        for context_id in ("1", "2"):
+            assert f'modemd_pdp_up{{context_id="{context_id}"}} 1.0' in body
+            assert f'modemd_pdp_activations_total{{context_id="{context_id}"}} 1.0' in body
+            info = [line for line in body.splitlines() if line.startswith("modemd_pdp_address_info")
+                    and f'context_id="{context_id}"' in line]
+            wanted = status["contexts"][int(context_id) - 1]["address"]
+            assert len(info) == 1 and f'address="{wanted}"' in info[0], info
+        if shutil.which("promtool"):
+            check = subprocess.run(["promtool", "check", "metrics"], input=body, text=True,
+                                   capture_output=True, check=False)
+            assert check.returncode == 0, check.stdout + check.stderr
+        # a reload that changes context 2's APN re-cycles context 2 only
+        cfg.write_text(text.replace('"v6.example"', '"v6.other"'))
+        assert daemon.ctl("reload").returncode == 0
+        deadline = time.monotonic() + 30
+        while True:
+            contexts = json.loads(daemon.ctl("--json", "status").stdout)["contexts"]
+            if contexts[1]["apn"] == "v6.other" and contexts[1]["up"]:
+                break
+            assert time.monotonic() < deadline, contexts
+            time.sleep(0.1)  # polling the daemon's status, as a user would
+        assert [c["activations"] for c in contexts] == [1, 2]
+        assert "cycling context 2: reload: pdp[1].apn changed" in daemon.output()
+        assert "cycling context 1" not in daemon.output()
+    finally:
+        daemon.stop()
+        daemon.log.close()
