@@ -192,7 +192,7 @@ class Daemon:
             power=self._emulator_power(),
             reset_stale=manager.reset_stale,
             observer=metrics,
-            connections=lambda: len(manager.connections()),
+            connections=manager.connection_count,
             check_profile=self._check_profile,
             state_dir=state_dir(getattr(self.args, "instance", None) or ""),
             config_path=self.args.config or config_file(getattr(self.args, "instance", None) or ""),

@@ -6,7 +6,7 @@
     connections       open module sockets as a table
     ping HOST         ICMP ping through the module (AT+QPING)
     resolve HOST      DNS lookup through the module (AT+QIDNSGIP)
-    reconnect         re-activate the PDP context (privileged)
+    reconnect         re-activate the PDP contexts (privileged)
     reboot [--force]  reboot the module (privileged; --force skips the back-off)
     reload            re-read the configuration (privileged)
     at 'AT+CSQ'       send one AT command (privileged)
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-c", "--count", type=int, help="number of echo requests")
     sp = add("resolve", "resolve a host name through the module")
     sp.add_argument("host")
-    add("reconnect", "re-activate the PDP context")
+    add("reconnect", "re-activate the PDP contexts")
     sp = add("reboot", "reboot the module")
     sp.add_argument("--force", action="store_true", help="reboot now, ignoring the back-off")
     add("reload", "re-read the configuration")

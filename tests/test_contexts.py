@@ -338,7 +338,8 @@ def test_status_and_metrics_list_every_context_and_reload_cycles_only_its_own(tm
             assert time.monotonic() < deadline, contexts
             time.sleep(0.1)  # polling the daemon's status, as a user would
         assert [c["activations"] for c in contexts] == [1, 2]
-        assert "cycling context 2: reload: pdp[1].apn changed" in daemon.output()
+        assert "cycling context 2: reload: pdp[1].apn changed; 0 connections on it reset" \
+            in daemon.output()
         assert "cycling context 1" not in daemon.output()
     finally:
         daemon.stop()

@@ -306,7 +306,7 @@ class PdpKeeper:
         AT+QICSGP in between when asked (reload, reconnect) or when new settings wait."""
         kind = reason.split(":", 1)[0]
         self.cycles[kind] += 1
-        n = self.sup.connection_count()
+        n = self.sup.connection_count(self.context_id)
         log.warning(
             "cycling context %d: %s%s", self.context_id, reason,
             "" if n is None else f"; {n} connection{'' if n == 1 else 's'} on it reset",

@@ -153,7 +153,8 @@ class Supervisor:
     timings      flowchart numbers and budgets (tests shorten nothing: they use MockClock)
     rng          jitter source of the reboot back-off (tests: `lambda: 0.0`)
     observer     AT channel observer to chain (metrics)
-    connections  callable giving the number of open connections, for the status line
+    connections  callable giving the number of open connections, for the status line; with
+                 several contexts also called with a context_id (that context's connections)
     check_profile  `(profile, what) -> None`, raises UnsupportedConfig when the configuration asks
                  for something the identified family cannot do (fatal: the daemon stops)
     state_dir    where the SIM's rejected PINs are kept across restarts (default: instance.state_dir)
@@ -362,9 +363,14 @@ class Supervisor:
         for keeper in self.contexts:
             keeper.request_cycle(reason, configure=True)
 
-    def connection_count(self) -> int | None:
-        """Open connections (for log lines about resets), None when nobody told us."""
-        return None if self._connections is None else self._connections()
+    def connection_count(self, context_id: int | None = None) -> int | None:
+        """Open connections (for log lines about resets), on `context_id` when there are several
+        contexts, None when nobody told us."""
+        if self._connections is None:
+            return None
+        if context_id is None or len(self.contexts) < 2:
+            return self._connections()
+        return self._connections(context_id)
 
     @property
     def sim(self) -> SimStatus:
