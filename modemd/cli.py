@@ -55,7 +55,7 @@ def _instance(name: str) -> str:
 def check_config_main(path: str, emulate: bool) -> int:
     from .config import check_config
 
-    errors = check_config(path, emulate=emulate)
+    errors = check_config(path, emulate=emulate) or _cannot_serve(path, emulate)
     if errors:
         for line in errors:
             print(line, file=sys.stderr)
@@ -63,6 +63,24 @@ def check_config_main(path: str, emulate: bool) -> int:
         return 1
     print(f"{path}: OK")
     return 0
+
+
+def _cannot_serve(path: str, emulate: bool) -> list[str]:
+    """What the configured family cannot do, as the daemon says it at start (one line); with
+    model = "auto" the daemon checks once the module has identified itself."""
+    from .capabilities import check
+    from .config import load_config
+    from .profiles import PROFILES, UnsupportedConfig
+
+    cfg = load_config(path, emulate=emulate)
+    model = cfg.modem.model
+    if model not in PROFILES:
+        return []
+    try:
+        check(cfg, PROFILES[model], f'modem.model = "{model}"')
+    except UnsupportedConfig as exc:
+        return [str(exc)]
+    return []
 
 
 def main(argv: list[str] | None = None) -> int:

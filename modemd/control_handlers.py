@@ -41,7 +41,7 @@ def handlers(daemon) -> dict[str, Any]:
         count = int(args.get("count", 4))
         try:
             replies, summary = await at.qping(
-                daemon.cfg.pdp.context_id, host, count=max(1, min(count, 10))
+                daemon.cfg.pdp[0].context_id, host, count=max(1, min(count, 10))
             )
         except LookupError as exc:
             raise ControlError(f"{host}: {exc}") from None
@@ -61,7 +61,7 @@ def handlers(daemon) -> dict[str, Any]:
         at = _at(daemon)
         host = _host(args)
         try:
-            addresses = await at.qidnsgip(daemon.cfg.pdp.context_id, host)
+            addresses = await at.qidnsgip(daemon.cfg.pdp[0].context_id, host)
         except NotImplementedError as exc:
             raise ControlError(str(exc)) from None
         except (LookupError, UrcTimeout) as exc:
@@ -85,7 +85,7 @@ def handlers(daemon) -> dict[str, Any]:
         if errors:
             raise ControlError(f"reload failed ({len(errors)} problems):\n" + "\n".join(errors))
         result = {"reloaded": True, "units": daemon.proxy.units}
-        pending = daemon.supervisor.pdp.pending
+        pending = [key for k in daemon.supervisor.contexts for key in k.pending]
         if pending:  # applied: the context is re-cycled with them next (status shows when)
             result["pending"] = list(pending)
         return result
@@ -130,16 +130,17 @@ def _host(args) -> str:
         raise ControlError(str(exc)) from None
 
 
-def pdp_status(link, sup) -> dict[str, Any]:
-    """The PDP settings in effect (what the context was activated with), never the credentials;
+def pdp_status(link, keeper) -> dict[str, Any]:
+    """One context's settings in effect (what it was activated with), never the credentials;
     keys a reload changed that the context does not use yet are listed as pending."""
-    eff = sup.pdp.effective
+    eff = keeper.effective
     ctx = link.context(eff.context_id)
     out: dict[str, Any] = {
         "context_id": eff.context_id, "up": ctx.up, "address": ", ".join(ctx.addresses) or None,
-        "apn": eff.apn, "auth": eff.auth, "ip_type": eff.ip_type,
+        "addresses": list(ctx.addresses), "apn": eff.apn, "auth": eff.auth,
+        "ip_type": eff.ip_type, "activations": keeper.activations,
     }
-    pending = sup.pdp.pending
+    pending = keeper.pending
     if pending:
         out["pending"] = list(pending)
     return out
@@ -152,7 +153,8 @@ async def status_of(daemon) -> dict[str, Any]:
         "state": link.state,
         "status": link.status_text,
         **link.identity,
-        "pdp": pdp_status(link, sup),
+        "pdp": pdp_status(link, sup.pdp),  # the first (default) context, as before
+        "contexts": [pdp_status(link, keeper) for keeper in sup.contexts],
         "uptime_seconds": round(trio.current_time() - daemon.started, 1),
         "connections": {
             "active": len(daemon.manager.connections()),

@@ -94,7 +94,7 @@ def run_main(args) -> int:
 
 def register_secrets(cfg: Config) -> None:
     """The config's secrets are redacted from every log line from now on (a changed password too)."""
-    for secret in (cfg.pdp.password, cfg.pdp.username, cfg.sim.pin):
+    for secret in (*(s for p in cfg.pdp for s in (p.password, p.username)), cfg.sim.pin):
         register_secret(secret)
 
 
@@ -186,13 +186,13 @@ class Daemon:
         cfg = self.cfg
         self.metrics = metrics = Metrics()
         self.manager = manager = SocketManager(self.link, cfg.proxy, cfg.supervisor)
-        manager.context_ids = {cfg.pdp.context_id}  # where stale sockets are looked for at start
+        manager.context_ids = set(cfg.context_ids)  # where stale sockets are looked for at start
         self.supervisor = supervisor = Supervisor(
             cfg, self.link,
             power=self._emulator_power(),
             reset_stale=manager.reset_stale,
             observer=metrics,
-            connections=lambda: len(manager.connections()),
+            connections=manager.connection_count,
             check_profile=self._check_profile,
             state_dir=state_dir(getattr(self.args, "instance", None) or ""),
             config_path=self.args.config or config_file(getattr(self.args, "instance", None) or ""),
@@ -200,7 +200,8 @@ class Daemon:
         self.proxy = proxy = Proxy(cfg, manager)
         metrics.add_provider(self._provide_metrics)
         metrics.declare_forwards([f.name for f in cfg.forwards] + [x.name for x in cfg.listens])
-        metrics.declare_context(cfg.pdp.context_id)
+        for context_id in cfg.context_ids:
+            metrics.declare_context(context_id)
         await nursery.start(manager.run)
         await nursery.start(proxy.run)
         await self._start_metrics(nursery)
@@ -355,8 +356,7 @@ class Daemon:
 
     def _cannot_serve(self, new: Config) -> list[str]:
         """What the module (as identified, else as configured) cannot do in the new config."""
-        from .capabilities import problems
-        from .proxy.proxy import known_profile
+        from .capabilities import known_profile, problems
 
         profile = known_profile(new, self.link.profile)
         if profile is None:

@@ -20,9 +20,9 @@ def _module(daemon, m) -> None:
     m.set_supervisor_state(link.state)
     if link.identity:
         m.set_module_info(**{k: link.identity.get(k, "") for k in ("model", "firmware", "imei")})
-    for context_id in {daemon.cfg.pdp.context_id}:
-        ctx = link.context(context_id)
-        m.set_pdp(context_id, ctx.up, ", ".join(ctx.addresses) or None)
+    for keeper in sup.contexts:
+        ctx = link.context(keeper.context_id)
+        m.set_pdp(keeper.context_id, ctx.up, ", ".join(ctx.addresses) or None)
     stats = sup.channel_stats
     if stats is not None:
         age = stats.seconds_since_answer
@@ -83,7 +83,8 @@ def _recovery(daemon, m) -> None:
     sup = daemon.supervisor
     for (step, cause), n in sup.reboots_by_step_cause.items():
         m.sync_counter(m.reboots, n, step, cause)
-    m.sync_counter(m.pdp_activations, sup.pdp.activations, str(daemon.cfg.pdp.context_id))
+    for keeper in sup.contexts:
+        m.sync_counter(m.pdp_activations, keeper.activations, str(keeper.context_id))
     m.set_next_reboot(sup.next_reboot_unix or None)
     m.set_reboot_backoff(sup.reboot_count)
     cycles = sum(n for step, n in sup.ladder_steps.items() if step in ("supply_cut", "pwrkey"))

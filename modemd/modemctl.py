@@ -6,7 +6,7 @@
     connections       open module sockets as a table
     ping HOST         ICMP ping through the module (AT+QPING)
     resolve HOST      DNS lookup through the module (AT+QIDNSGIP)
-    reconnect         re-activate the PDP context (privileged)
+    reconnect         re-activate the PDP contexts (privileged)
     reboot [--force]  reboot the module (privileged; --force skips the back-off)
     reload            re-read the configuration (privileged)
     at 'AT+CSQ'       send one AT command (privileged)
@@ -18,8 +18,9 @@ errors); never a traceback. `modemctl at` exits 1 when the module answers ERROR 
 The result shapes printed here (all keys optional; unknown keys are shown as they are):
   status:      {"state", "model", "firmware", "imei", "operator", "technology", "registration": {domain:
                text}, "signal": {"rssi_dbm", "csq", "rsrp_dbm", "rsrq_db", "sinr_db"}, "pdp":
-               {"context_id", "up", "address", "apn", "auth", "ip_type", "pending": [keys a reload
-               changed, not in effect yet]}, "uptime_seconds", "module_uptime_seconds",
+               {"context_id", "up", "address", "addresses", "apn", "auth", "ip_type", "activations",
+               "pending": [keys a reload changed, not in effect yet]} (the first, default context),
+               "contexts": [the same for every configured context, in file order], "uptime_seconds", "module_uptime_seconds",
                "connections": {"active", "queued", "connect_ids_in_use", "connect_ids_available"},
                "sim": {"state", "pin_attempts_left", "puk_attempts_left"}, "reboots", "next_reboot":
                unix time or null, "version"}
@@ -172,7 +173,7 @@ def format_signal(sig: Any) -> str:
 
 _STATUS_KEYS = (
     "state", "version", "model", "firmware", "imei", "operator", "technology", "registration",
-    "signal", "pdp", "uptime_seconds", "module_uptime_seconds", "connections", "reboots",
+    "signal", "pdp", "contexts", "uptime_seconds", "module_uptime_seconds", "connections", "reboots",
     "next_reboot", "sim", "registration_losses",
 )
 
@@ -182,6 +183,21 @@ def format_sim(sim: dict) -> str:
     left = [f"{sim[k]} {what}" for k, what in (("pin_attempts_left", "PIN"),
                                                ("puk_attempts_left", "PUK")) if sim.get(k) is not None]
     return _dash(sim.get("state")) + (f" ({', '.join(left)} attempts left)" if left else "")
+
+
+def format_context(pdp: Any, several: bool = False) -> str:
+    """One context: "10.0.0.2 (context 1, APN internet)"; the IP type too when there are several."""
+    if not isinstance(pdp, dict):
+        return _dash(pdp)
+    text = _dash(pdp.get("address")) if pdp.get("up") else "down"
+    extra = [f"context {pdp['context_id']}"] if pdp.get("context_id") is not None else []
+    if several and pdp.get("ip_type"):
+        extra.append(str(pdp["ip_type"]))
+    if pdp.get("apn"):
+        extra.append(f"APN {pdp['apn']}")
+    if pdp.get("pending"):  # a reload's [pdp] keys, not in effect until the context re-cycles
+        extra.append(f"reload pending: {', '.join(map(str, pdp['pending']))}")
+    return text + (f" ({', '.join(extra)})" if extra else "")
 
 
 def format_status(st: Any) -> str:
@@ -207,17 +223,11 @@ def format_status(st: Any) -> str:
     elif reg is not None:
         rows.append(("Registration", _dash(reg)))
     rows.append(("Signal", format_signal(st.get("signal"))))
-    pdp = st.get("pdp")
-    if isinstance(pdp, dict):
-        text = _dash(pdp.get("address")) if pdp.get("up") else "down"
-        extra = [f"context {pdp['context_id']}"] if pdp.get("context_id") is not None else []
-        if pdp.get("apn"):
-            extra.append(f"APN {pdp['apn']}")
-        if pdp.get("pending"):  # a reload's [pdp] keys, not in effect until the context re-cycles
-            extra.append(f"reload pending: {', '.join(map(str, pdp['pending']))}")
-        rows.append(("IP", text + (f" ({', '.join(extra)})" if extra else "")))
-    else:
-        rows.append(("IP", _dash(pdp)))
+    contexts = st.get("contexts")
+    if not (isinstance(contexts, list) and contexts):
+        contexts = [st.get("pdp")]
+    for pdp in contexts:  # one IP row per context, the default (first) one first
+        rows.append(("IP", format_context(pdp, several=len(contexts) > 1)))
     uptime = human_duration(st.get("uptime_seconds"))
     if st.get("module_uptime_seconds") is not None:
         uptime += f" (module {human_duration(st['module_uptime_seconds'])})"
@@ -381,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-c", "--count", type=int, help="number of echo requests")
     sp = add("resolve", "resolve a host name through the module")
     sp.add_argument("host")
-    add("reconnect", "re-activate the PDP context")
+    add("reconnect", "re-activate the PDP contexts")
     sp = add("reboot", "reboot the module")
     sp.add_argument("--force", action="store_true", help="reboot now, ignoring the back-off")
     add("reload", "re-read the configuration")

@@ -38,6 +38,9 @@ RULES: dict[str, Apply] = {
     "pdp.password_file": Apply.PDP,
     "pdp.auth": Apply.PDP,
     "pdp.ip_type": Apply.PDP,
+    "pdp.dns": Apply.PDP,
+    # a [[pdp]] entry added or removed (a context_id changed is both): RESTART, the keepers, the
+    # stale-socket clean-up and the metrics are made per context at start.
     # pdp.context_id: the forwards, listens, SOCKS5, the stale-socket clean-up and the metrics are
     # bound to the context at start; switching contexts under them is a restart (RESTART).
     "log.level": Apply.LIVE,
@@ -47,6 +50,7 @@ RULES: dict[str, Apply] = {
 #: why a key needs a restart, where one short reason helps the operator (else none is given)
 WHY_RESTART: dict[str, str] = {
     "pdp.context_id": "forwards, listens and SOCKS5 are bound to the context at start",
+    "pdp": "each context gets its keeper at start",
     "proxy": "the socket layer takes these at start",
     "supervisor": "the supervisor takes these at start",
 }
@@ -86,7 +90,9 @@ def diff(old: Any, new: Any) -> list[Change]:
         a, b = getattr(old, f.name), getattr(new, f.name)
         if a == b:
             continue
-        if isinstance(a, tuple) and isinstance(b, tuple):
+        if section == "pdp" and len(a) == len(b) == 1:
+            out += _diff_table(section, section, a[0], b[0])  # one context: `pdp.apn`
+        elif isinstance(a, tuple) and isinstance(b, tuple):
             out += _diff_array(section, a, b)
         elif is_dataclass(a) and is_dataclass(b):
             out += _diff_table(section, section, a, b)
@@ -111,7 +117,8 @@ def _diff_table(section: str, path: str, a: Any, b: Any) -> list[Change]:
 
 
 def _diff_array(section: str, a: tuple, b: tuple) -> list[Change]:
-    """Entries matched by name (an entry moved in the file is not a change); index paths."""
+    """Entries matched by name ([[pdp]]: by context_id; an entry moved in the file is not a
+    change); index paths."""
     old = {_name(x, i): (i, x) for i, x in enumerate(a)}
     new = {_name(x, i): (i, x) for i, x in enumerate(b)}
     out = []
@@ -127,7 +134,7 @@ def _diff_array(section: str, a: tuple, b: tuple) -> list[Change]:
 
 
 def _name(entry: Any, index: int) -> Any:
-    return getattr(entry, "name", index)
+    return getattr(entry, "name", getattr(entry, "context_id", index))
 
 
 def _unique(changes: Iterable[Change]) -> list[Change]:

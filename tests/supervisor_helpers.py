@@ -20,8 +20,8 @@ def make_cfg(tty: str, model: str = "bg96", **modem_kw) -> Config:
     modem_kw.setdefault("health_timeout", 5.0)
     return Config(
         modem=ModemConfig(port=tty, model=model, lock_dir="", **modem_kw),
-        pdp=PdpConfig(context_id=1, apn="internet", username="user", password="s3cret-pw",
-                      auth="pap"),
+        pdp=(PdpConfig(context_id=1, apn="internet", username="user", password="s3cret-pw",
+                       auth="pap"),),
         power=PowerConfig(backend="none"),
         supervisor=SupervisorConfig(healthy_reset_seconds=3600.0, reboot_jitter=0.1),
     )

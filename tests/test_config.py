@@ -59,7 +59,7 @@ def test_example_config_loads() -> None:
     assert isinstance(cfg, Config)
     assert cfg.modem.port == "/dev/modemd-at"
     assert cfg.modem.model == "bg96"
-    assert cfg.pdp.apn == "internet"
+    assert cfg.pdp[0].apn == "internet"
     kinds = sorted(f.listen.kind for f in cfg.forwards)
     assert kinds == ["tcp", "unix"]
     assert len(cfg.listens) == 1 and cfg.listens[0].service_type == "TCP LISTENER"
@@ -87,7 +87,7 @@ def test_example_config_with_emulate_and_port_replaced() -> None:
 def test_defaults() -> None:
     cfg = parse_config(cfg_text(""))
     assert cfg.modem.baudrate == 115200 and cfg.modem.model == "auto"
-    assert cfg.pdp == PdpConfig()
+    assert cfg.pdp == (PdpConfig(),)
     assert cfg.power.backend == "none"
     assert cfg.forwards == () and cfg.listens == () and cfg.socks is None
     assert cfg.proxy.unacked_window == 8192
@@ -703,9 +703,9 @@ def test_pdp_repr_hides_credentials() -> None:
     cfg = parse_config(
         cfg_text(f"[pdp]\nusername = 'alice-user'\npassword = '{SECRET}'\nauth = 'chap'\n")
     )
-    assert cfg.pdp.password == SECRET and cfg.pdp.username == "alice-user"
-    assert cfg.pdp.auth_code == 2 and cfg.pdp.context_type == 1
-    for text in (repr(cfg), str(cfg), repr(cfg.pdp), str(cfg.pdp)):
+    assert cfg.pdp[0].password == SECRET and cfg.pdp[0].username == "alice-user"
+    assert cfg.pdp[0].auth_code == 2 and cfg.pdp[0].context_type == 1
+    for text in (repr(cfg), str(cfg), repr(cfg.pdp[0]), str(cfg.pdp[0])):
         assert SECRET not in text
         assert "alice-user" not in text
 
@@ -751,13 +751,13 @@ def test_password_file(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text(SECRET + "\n")
     body = "[pdp]\npassword = ''\npassword_file = 'pw'\nauth = 'pap'\n"  # "" = not set
     cfg = parse_config(cfg_text(body), base_dir=tmp_path)
-    assert cfg.pdp.password == SECRET
-    assert cfg.pdp.password_file == str(tmp_path / "pw")
+    assert cfg.pdp[0].password == SECRET
+    assert cfg.pdp[0].password_file == str(tmp_path / "pw")
     assert SECRET not in repr(cfg)
 
     (tmp_path / "pw2").write_text(SECRET + "\r\n")
     body = f"[pdp]\npassword_file = '{tmp_path / 'pw2'}'\nauth = 'pap'\n"
-    assert parse_config(cfg_text(body)).pdp.password == SECRET
+    assert parse_config(cfg_text(body)).pdp[0].password == SECRET
 
 
 def test_password_file_relative_to_config_file(tmp_path: Path) -> None:
@@ -765,7 +765,7 @@ def test_password_file_relative_to_config_file(tmp_path: Path) -> None:
     conf = tmp_path / "modemd.toml"
     conf.write_text(cfg_text("[pdp]\npassword_file = 'secret'\nauth = 'pap_or_chap'\n"))
     cfg = load_config(conf)
-    assert cfg.pdp.password == SECRET and cfg.pdp.auth_code == 3
+    assert cfg.pdp[0].password == SECRET and cfg.pdp[0].auth_code == 3
 
 
 def test_password_file_errors(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def test_vocabularies_have_one_source() -> None:
     assert MODELS == ("auto", *profiles.MODEL_NAMES)
     assert set(profiles.MODEL_NAMES) == set(profiles.PROFILES)
     assert AUTH_MODES is commands.AUTH and IP_TYPES is commands.IP_TYPES
-    pdp = {f.name: meta_of(f) for f in dataclasses.fields(parse_config(PORT).pdp)}
+    pdp = {f.name: meta_of(f) for f in dataclasses.fields(parse_config(PORT).pdp[0])}
     assert pdp["auth"].kind.choices == tuple(commands.AUTH)
     assert pdp["ip_type"].kind.choices == tuple(commands.IP_TYPES)
 
@@ -133,5 +133,5 @@ def test_table_or_array_entries_have_their_index(tmp_path: Path) -> None:
         "pdp[2].apn: must be one of internet, iot, got 'y'",
     ]
     assert [e.path for e in ctx.entries["pdp"]] == ["pdp[0]", "pdp[1]", "pdp[2]"]
-    top, ctx = read({}, tmp_path)
-    assert top == Top(()) and ctx.entries["pdp"] == []
+    top, ctx = read({}, tmp_path)  # absent: one entry of defaults, as an absent [table]
+    assert top == Top((Pdp(),)) and [e.path for e in ctx.entries["pdp"]] == ["pdp"]

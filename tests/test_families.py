@@ -92,7 +92,7 @@ async def running(family: str, config: Path, before=None, *, serving_timeout: fl
     cfg = load_config(config, emulate=True)
     daemon = FamilyDaemon(cfg, daemon_args(family, config))
     daemon.before = before
-    ctx = cfg.pdp.context_id
+    ctx = cfg.pdp[0].context_id
     async with trio.open_nursery() as nursery:
         nursery.start_soon(daemon.run)
         with trio.fail_after(serving_timeout):

@@ -241,8 +241,8 @@ async def test_real_modules_chatter_is_counted_and_never_warned_about(caplog):
     daemon = SimpleNamespace(
         link=SimpleNamespace(state="serving", identity={}, context=lambda cid: SimpleNamespace(
             up=True, addresses=()), radio=RadioStats()),
-        supervisor=SimpleNamespace(channel_stats=channel.stats()),
-        cfg=SimpleNamespace(pdp=SimpleNamespace(context_id=1)),
+        supervisor=SimpleNamespace(channel_stats=channel.stats(),
+                                   contexts=(SimpleNamespace(context_id=1),)),
     )
     metrics_provider._module(daemon, m)
     for prefix, n in counts.items():

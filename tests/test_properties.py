@@ -556,8 +556,8 @@ def test_structured_config_errors_never_show_the_password(password, junk, tmp_pa
             cfg = parse_config(data, base, emulate=True)
         except ConfigError as exc:
             return str(exc)
-        assert cfg.pdp.password == pw
-        return repr(cfg) + str(cfg.pdp)
+        assert cfg.pdp[0].password == pw
+        return repr(cfg) + str(cfg.pdp[0])
 
     assert not shows(render, password)
 

@@ -126,7 +126,7 @@ async def test_credentials_auth_and_ip_type_recycle_the_context(mock_clock, capl
                 await link.wait_serving(1)
             mark = len(emu.commands)
             lost = link.lost(1)
-            new = dataclasses.replace(cfg.pdp, username="other-user", password=NEW_SECRET,
+            new = dataclasses.replace(cfg.pdp[0], username="other-user", password=NEW_SECRET,
                                       auth="chap", ip_type="ipv4v6")
             sup.apply_pdp(new)
             assert sup.pdp.effective.auth == "pap"  # not in effect before the context re-cycles
@@ -159,7 +159,7 @@ async def test_settings_the_module_refuses_are_not_put_in_effect(mock_clock, cap
         async with running(cfg) as (sup, link):
             with trio.fail_after(300):
                 await link.wait_serving(1)
-            sup.apply_pdp(dataclasses.replace(cfg.pdp, apn="v6.example", ip_type="ipv6"))
+            sup.apply_pdp(dataclasses.replace(cfg.pdp[0], apn="v6.example", ip_type="ipv6"))
             with trio.fail_after(60):
                 await wait_state(sup, State.DEACTIVATING)
                 await wait_state(sup, State.SERVING)
@@ -180,7 +180,7 @@ async def test_new_settings_during_bring_up_are_used_once_serving(mock_clock):
         async with running(cfg) as (sup, link):
             await wait_state(sup, State.ACTIVATING)
             assert any(c.startswith('AT+QICSGP=1,1,"internet"') for c in emu.commands)
-            sup.apply_pdp(dataclasses.replace(cfg.pdp, apn="m2m.example"))
+            sup.apply_pdp(dataclasses.replace(cfg.pdp[0], apn="m2m.example"))
             with trio.fail_after(300):
                 while sup.pdp.pending or not link.serving(1):
                     await trio.sleep(1)

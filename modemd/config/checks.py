@@ -15,7 +15,11 @@ def cross_checks(cfg: Config, ctx: Context) -> None:
     _unique_names(ctx.errors, entries)
     _listeners_apart(ctx.errors, cfg, ctx.entries.get("forward", []))
     _module_ports_apart(ctx.errors, ctx.entries.get("listen", []))
-    _contexts_configured(ctx.errors, cfg, entries)
+    _contexts_unique(ctx.errors, ctx.entries.get("pdp", []))
+    socks = [] if cfg.socks is None else [
+        Entry("socks", cfg.socks, {"context_id": cfg.socks.context_id})
+    ]
+    _contexts_configured(ctx.errors, cfg, [*entries, *socks])
 
 
 def _unique_names(errors: list[str], entries: list[Entry]) -> None:
@@ -63,12 +67,32 @@ def _module_ports_apart(errors: list[str], listens: list[Entry]) -> None:
             ports[slot] = key
 
 
+def _contexts_unique(errors: list[str], pdps: list[Entry]) -> None:
+    """One [[pdp]] entry per context; at least one entry."""
+    if not pdps:
+        errors.append("pdp: no context configured; give at least one [[pdp]] entry")
+    seen: dict[int, str] = {}
+    for path, pdp, fields in pdps:
+        context_id = pdp.context_id if pdp is not None else fields.get("context_id")
+        if context_id is None:
+            continue
+        if context_id in seen:
+            errors.append(
+                f"{path}.context_id: context {context_id} is already configured by {seen[context_id]}"
+            )
+        else:
+            seen[context_id] = path
+
+
 def _contexts_configured(errors: list[str], cfg: Config, entries: list[Entry]) -> None:
-    """Every context_id an entry names must be one [pdp] activates."""
+    """Every context_id an entry names must be one [pdp] / [[pdp]] activates."""
+    ids = cfg.context_ids
+    default = ids[0] if ids else 1
     for path, _, fields in entries:
-        context_id = fields.get("context_id", cfg.pdp.context_id)
-        if context_id != cfg.pdp.context_id:
+        context_id = fields.get("context_id", default)
+        if ids and context_id not in ids:
+            configured = ", ".join(str(i) for i in ids)
             errors.append(
                 f"{path}.context_id: context {context_id} is never activated: [pdp] "
-                f"configures context {cfg.pdp.context_id}"
+                f"configures context{'s' if len(ids) > 1 else ''} {configured}"
             )

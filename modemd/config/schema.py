@@ -106,6 +106,8 @@ def section(cls: type, shape: str = "table", *, key: str | None = None, doc: str
     kind = Section(cls, shape)
     if shape == TABLE:
         return setting(default_factory=cls, kind=kind, key=key, doc=doc)
+    if shape == TABLE_OR_ARRAY:  # absent: one entry of defaults
+        return setting(default_factory=lambda: (cls(),), kind=kind, key=key, doc=doc)
     return setting(None if shape == OPTIONAL else (), kind, key=key, doc=doc)
 
 
@@ -286,7 +288,8 @@ class Section:
 
     ``table``: always present (absent = defaults); ``optional``: None when absent; ``array``:
     ``[[name]]`` entries as a tuple, key paths ``name[i].key``; ``table_or_array``: either a
-    single ``[name]`` (key paths ``name.key``) or ``[[name]]`` entries, read as a tuple.
+    single ``[name]`` (key paths ``name.key``) or ``[[name]]`` entries, read as a tuple
+    (absent: one entry of defaults, as for an absent ``table``).
     """
 
     cls: type
@@ -297,6 +300,10 @@ class Section:
             return read_table(self.cls, None, at.key, at.ctx)
         if self.shape == OPTIONAL:
             return None
+        if self.shape == TABLE_OR_ARRAY:  # absent: one entry of defaults
+            value = read_table(self.cls, None, at.key, at.ctx)
+            at.ctx.entries[at.key] = [Entry(at.key, value, {})]
+            return (value,)
         at.ctx.entries[at.key] = []
         return ()
 

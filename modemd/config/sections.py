@@ -7,6 +7,7 @@ overlapping listeners, context references) are in ``checks.py``.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import stat
@@ -34,7 +35,7 @@ from .kinds import (
     Str,
     UnixPath,
 )
-from .schema import ARRAY, OPTIONAL, At, Context, Table, section, setting
+from .schema import ARRAY, OPTIONAL, TABLE_OR_ARRAY, At, Context, Table, section, setting
 
 #: Linux termios rates from 9600 up (B9600 .. B4000000)
 BAUDRATES = (
@@ -121,9 +122,30 @@ class Pin(Str):
 
 
 def _first_context(ctx: Context) -> int:
-    """An entry without context_id uses the context [pdp] configures."""
+    """An entry without context_id uses the first context [pdp] / [[pdp]] configures."""
     pdp = ctx.sections.get("pdp")
-    return pdp.context_id if isinstance(pdp, PdpConfig) else 1
+    return pdp[0].context_id if isinstance(pdp, tuple) and pdp else 1
+
+
+class DnsServers:
+    """Up to two DNS servers (AT+QIDNSCFG <pridnsaddr>, <secdnsaddr>) as IP literals."""
+
+    def parse(self, value: Any, at: At) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
+            raise ValueError(
+                'must be an array of one or two IP addresses, e.g. ["8.8.8.8", "2001:4860:4860::8888"]'
+                f", got {typename(value)}"
+            )
+        if not 1 <= len(value) <= 2:
+            raise ValueError(f"gives a primary and at most a secondary server, got {len(value)}")
+        out = []
+        for x in value:
+            try:
+                out.append(str(ipaddress.ip_address(x)))
+            except ValueError:
+                raise ValueError(f"{show(x)} is not an IP address (a DNS server is written as "
+                                 "an IPv4 or IPv6 literal, no brackets, no port)") from None
+        return tuple(out)
 
 
 # ---------------------------------------------------------------------------- section checks
@@ -288,6 +310,9 @@ class PdpConfig:
     )  # fmt: skip
     auth: str = setting("none", Str(choices=tuple(AUTH)), doc="<authentication> of AT+QICSGP")
     ip_type: str = setting("ipv4", Str(choices=tuple(IP_TYPES)), doc="<context_type> of AT+QICSGP")
+    dns: tuple[str, ...] = setting(
+        (), DnsServers(), doc="AT+QIDNSCFG after activation; () = the network's"
+    )
 
     __checks__: ClassVar = (_credentials_need_auth,)
 
@@ -419,6 +444,7 @@ class SocksConfig:
     allow_non_loopback: bool = setting(False, Bool())
     handshake_timeout: float = setting(10.0, Num(0, 600, lo_open=True))
     max_clients: int = setting(64, Int(1, 65535))
+    context_id: int = setting(1, Int(*CONTEXT_ID_RANGE), default_from=_first_context)
 
     __checks__: ClassVar = (_unix_only, _loopback)
 
@@ -468,7 +494,7 @@ class LogConfig:
 @dataclass(frozen=True)
 class Config:
     modem: ModemConfig = section(ModemConfig)
-    pdp: PdpConfig = section(PdpConfig)
+    pdp: tuple[PdpConfig, ...] = section(PdpConfig, TABLE_OR_ARRAY)
     sim: SimConfig = section(SimConfig)
     power: PowerConfig = section(PowerConfig)
     supervisor: SupervisorConfig = section(SupervisorConfig)
@@ -479,3 +505,12 @@ class Config:
     metrics: MetricsConfig = section(MetricsConfig)
     control: ControlConfig = section(ControlConfig)
     log: LogConfig = section(LogConfig)
+
+    def context(self, context_id: int) -> PdpConfig | None:
+        """The [[pdp]] entry of `context_id`, None when no entry configures it."""
+        return next((p for p in self.pdp if p.context_id == context_id), None)
+
+    @property
+    def context_ids(self) -> tuple[int, ...]:
+        """The configured contexts in file order; the first is the default context."""
+        return tuple(p.context_id for p in self.pdp)

@@ -14,6 +14,7 @@ from typing import Any
 
 import trio
 
+from ..capabilities import listen_problem
 from ..config import Endpoint, ListenConfig
 from ..sockets.errors import SocketError
 from ..sockets.signal import wait_any
@@ -26,15 +27,6 @@ from .udp_forward import MAX_DATAGRAM, MAX_FLOWS, UDP_IDLE
 log = logging.getLogger("modemd.proxy")
 
 REOPEN_BACKOFF = (1.0, 60.0)  # s between failed listener opens
-
-
-def unsupported_reason(cfg: ListenConfig, profile: Any) -> str | None:
-    """Why this family cannot serve `cfg`, or None."""
-    if cfg.protocol == "tcp" and not profile.tcp_listener:
-        return f"{profile.name} has no TCP LISTENER"
-    if cfg.protocol == "udp" and not profile.udp_service:
-        return f"{profile.name} has no UDP SERVICE (the manual: \"not supported now\")"
-    return None
 
 
 async def connect_target(target: Endpoint) -> trio.SocketStream:
@@ -62,7 +54,9 @@ class ModuleListen:
         delay = REOPEN_BACKOFF[0]
         while True:
             await link.wait_serving(ctx)
-            if (reason := unsupported_reason(self.cfg, link.at.profile)) is not None:
+            ip_type = "ipv6" if self.manager.ipv6_only(ctx) else "ipv4"
+            reason = listen_problem(self.cfg, link.at.profile, ip_type, f"context {ctx}")
+            if reason is not None:
                 log.error("listen %s: %s; not opened", self.cfg.name, reason,
                           extra={"FORWARD": self.cfg.name})
                 return

@@ -12,11 +12,11 @@ from typing import Any
 
 import trio
 
+from ..capabilities import known_profile, listen_problems
 from ..config import Config
-from ..profiles import PROFILES
 from .endpoints import EndpointError
 from .forward import StreamForward
-from .listen import ModuleListen, unsupported_reason
+from .listen import ModuleListen
 from .socks5 import Socks5Server
 from .stats import BufferGauge, FlowStats
 from .udp_forward import UdpForward
@@ -66,26 +66,12 @@ class _Status:
         self.inner.started(value)
 
 
-def known_profile(cfg: Config, link_profile: Any) -> Any:
-    """The family profile if known now: the module's, else the configured model (not "auto")."""
-    if link_profile is not None:
-        return link_profile
-    model = getattr(getattr(cfg, "modem", None), "model", "auto")
-    if model in PROFILES:
-        return PROFILES[model]
-    return None  # "auto": checked when the module has named itself (listen.py logs it then)
-
-
 def check_capabilities(cfg: Config, profile: Any) -> None:
-    """Refuse [[listen]] entries the module family cannot do (BC25: no UDP SERVICE)."""
+    """Refuse [[listen]] entries the module family cannot do (capabilities.py says which)."""
     profile = known_profile(cfg, profile)
     if profile is None:
         return
-    problems = [
-        f"listen {x.name!r}: {reason}"
-        for x in cfg.listens
-        if (reason := unsupported_reason(x, profile)) is not None
-    ]
+    problems = listen_problems(cfg, profile)
     if problems:
         raise ProxyConfigError("; ".join(problems))
 
@@ -171,9 +157,8 @@ class Proxy:
             )
         if cfg.socks is not None:
             flow = self._flow("socks", "socks")
-            key_cfg = (cfg.socks, cfg.pdp.context_id)
-            plan["socks"] = (key_cfg, Socks5Server(
-                cfg.socks, cfg.pdp.context_id, self.manager, flow, self.gauge, linger
+            plan["socks"] = (cfg.socks, Socks5Server(
+                cfg.socks, cfg.socks.context_id, self.manager, flow, self.gauge, linger
             ))
         return plan
 

@@ -500,6 +500,11 @@ class SocketManager:
         """Unacknowledged bytes of every open module socket (for the per-connect_id gauge)."""
         return {s.connect_id: s.unacked for s in self.dispatcher.sockets.values()}
 
+    def connection_count(self, context_id: int | None = None) -> int:
+        """Module sockets open now (on `context_id` when given): what a context cycle resets."""
+        return sum(1 for s in self.dispatcher.sockets.values()
+                   if context_id is None or s.context_id == context_id)
+
     def connections(self) -> list[dict[str, Any]]:
         """Snapshot for `modemctl connections`: one row per module socket."""
         now = trio.current_time()

@@ -13,14 +13,20 @@
   settings while serving re-cycle the context with QICSGP in between (QIDEACT -> QICSGP -> QIACT),
   as does `modemctl reconnect`; before serving, the next configure step simply uses them.
 
+Several contexts ([[pdp]]): one keeper per context, each by the flowchart above; the one serving
+loop (`serve()`) takes each keeper's requests in turn (AT commands run one at a time anyway), so a
+pdpdeact of context 2 cycles context 2 only while context 1's sockets carry on. The supervisor's
+state is the one enum: while one context cycles it shows deactivating/activating with the context
+in its detail; `link.serving(ctx)` stays true for the others. DNS servers (`dns`) are set with
+AT+QIDNSCFG after each activation, before the context is published as up.
+
 Families without QIACT (BC25/BC32) use AT+CGACT / AT+CGACT? / AT+CGPADDR instead.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +53,43 @@ class PdpSettings:
     ip_type: str
 
 
-class PdpKeeper:
-    """Keeps `cfg.pdp.context_id` active; counters are attributes for metrics."""
+class CycleRequests:
+    """Every keeper's cycle requests, in order, for the one serving loop."""
 
-    def __init__(self, sup: Supervisor) -> None:
+    def __init__(self) -> None:
+        self._queue: deque[tuple[PdpKeeper, str, bool]] = deque()
+        self._event = trio.Event()
+
+    def put(self, keeper: PdpKeeper, reason: str, configure: bool) -> None:
+        self._queue.append((keeper, reason, configure))
+        self._event.set()
+
+    def take(self) -> tuple[PdpKeeper, str, bool] | None:
+        return self._queue.popleft() if self._queue else None
+
+    def drop(self, keeper: PdpKeeper) -> None:
+        """Requests about an earlier activation of `keeper`'s context are moot."""
+        self._queue = deque(r for r in self._queue if r[0] is not keeper)
+
+    async def wait(self) -> None:
+        while not self._queue:
+            if self._event.is_set():
+                self._event = trio.Event()
+            await self._event.wait()
+
+
+class PdpKeeper:
+    """Keeps one configured context active; counters are attributes for metrics."""
+
+    def __init__(
+        self, sup: Supervisor, pdp: Any, requests: CycleRequests, key: str = "pdp"
+    ) -> None:
         self.sup = sup
-        self.context_id: int = sup.cfg.pdp.context_id
-        self.wanted: Any = sup.cfg.pdp       # a PdpConfig: what the next AT+QICSGP writes
-        self.in_effect: Any = sup.cfg.pdp    # what the context was last activated with
-        self._configured: Any = sup.cfg.pdp  # what the last AT+QICSGP wrote
+        self.key = key                   # "pdp" or "pdp[1]": how status and reload name it
+        self.context_id: int = pdp.context_id
+        self.wanted: Any = pdp           # a PdpConfig: what the next AT+QICSGP writes
+        self.in_effect: Any = pdp        # what the context was last activated with
+        self._configured: Any = pdp      # what the last AT+QICSGP wrote
         self.addresses: tuple[str, ...] = ()
         self.activation_failures = 0     # consecutive AT+QIACT ERRORs
         self.deactivation_failures = 0   # consecutive AT+QIDEACT ERRORs
@@ -63,7 +97,7 @@ class PdpKeeper:
         self.deactivations = 0
         self.cycles: Counter[str] = Counter()   # context cycles by reason kind
         self.up_since: float | None = None
-        self._requests_in, self._requests = trio.open_memory_channel(math.inf)
+        self._requests = requests
 
     # -- settings ---------------------------------------------------------------------------------
     @property
@@ -75,7 +109,7 @@ class PdpKeeper:
     def pending(self) -> tuple[str, ...]:
         """The [pdp] keys a reload changed that the context does not use yet."""
         return tuple(
-            f"pdp.{f.name}" for f in fields(self.wanted)
+            f"{self.key}.{f.name}" for f in fields(self.wanted)
             if getattr(self.wanted, f.name) != getattr(self.in_effect, f.name)
         )
 
@@ -89,12 +123,13 @@ class PdpKeeper:
         changed = [f.name for f in fields(settings)
                    if getattr(settings, f.name) != getattr(self.wanted, f.name)]
         self.wanted = settings
-        self.request_cycle(f"reload: pdp.{', pdp.'.join(changed)} changed", configure=True)
+        keys = ", ".join(f"{self.key}.{name}" for name in changed)
+        self.request_cycle(f"reload: {keys} changed", configure=True)
 
     async def configure(self) -> None:
         """AT+QICSGP (APN, credentials, auth, IP type); credentials never reach a log line."""
         sup, pdp = self.sup, self.wanted
-        sup.enter(State.CONFIGURING, 30.0)
+        sup.enter(State.CONFIGURING, 30.0, self._detail(""))
         at = sup.at
         log.info(
             "configuring context %d: APN %r, auth %s, %s%s", pdp.context_id, pdp.apn, pdp.auth,
@@ -121,14 +156,13 @@ class PdpKeeper:
     def request_cycle(self, reason: str, *, configure: bool = False) -> None:
         """Deactivate and re-activate the context as soon as the serving loop can; `configure`:
         write AT+QICSGP in between (reload, modemctl reconnect)."""
-        self._requests_in.send_nowait((reason, configure))
+        self._requests.put(self, reason, configure)
 
-    def _drain(self) -> None:
-        while True:
-            try:
-                self._requests.receive_nowait()
-            except trio.WouldBlock:
-                return
+    def _detail(self, detail: str) -> str:
+        """The state's detail names the context when there are several."""
+        if len(self.sup.contexts) < 2:
+            return detail
+        return f"context {self.context_id}: {detail}" if detail else f"context {self.context_id}"
 
     # -- AT helpers -------------------------------------------------------------------------------
     async def query(self) -> tuple[bool, tuple[str, ...]]:
@@ -172,9 +206,9 @@ class PdpKeeper:
         sup, t = self.sup, self.sup.timings
         name = self._activate_name()
         deadline = sup.profile.timeout(name)
-        self._drain()  # requests about an earlier activation are moot
+        self._requests.drop(self)  # requests about an earlier activation are moot
         while True:
-            sup.enter(State.ACTIVATING, deadline + 2 * t.query_timeout)
+            sup.enter(State.ACTIVATING, deadline + 2 * t.query_timeout, self._detail(""))
             active, addrs = await self.query()
             if active and addrs:
                 log.info("context %d already active (%s)", self.context_id, ", ".join(addrs))
@@ -206,10 +240,11 @@ class PdpKeeper:
             await self.deactivate("activation failed")
             sup.enter(
                 State.ACTIVATING, t.activation_retry_delay,
-                f"retry in {t.activation_retry_delay:g} s",
+                self._detail(f"retry in {t.activation_retry_delay:g} s"),
             )
             await trio.sleep(t.activation_retry_delay)
         self.activation_failures = 0
+        await self._set_dns()
         self.activations += 1
         self.in_effect = self._configured
         self.addresses = addrs
@@ -217,6 +252,21 @@ class PdpKeeper:
         sup.link.context_up(self.context_id, addrs)
         log.info("context %d active: %s", self.context_id, ", ".join(addrs))
         return addrs
+
+    async def _set_dns(self) -> None:
+        """AT+QIDNSCFG with the configured servers; a refusal is logged, the context serves on
+        with the network's servers."""
+        dns = self._configured.dns
+        if not dns:
+            return
+        try:
+            await self.sup.at.qidnscfg(self.context_id, *dns)
+        except (AtCommandError, ValueError) as exc:
+            why = exc.response.final if isinstance(exc, AtCommandError) else str(exc)
+            log.error("context %d: DNS servers %s refused (%s): the network's are used",
+                      self.context_id, ", ".join(dns), why)
+        else:
+            log.info("context %d: DNS servers %s", self.context_id, ", ".join(dns))
 
     async def deactivate(self, why: str) -> None:
         """deactivating: sockets reset, then AT+QIDEACT until it succeeds or a rule says reboot."""
@@ -226,7 +276,7 @@ class PdpKeeper:
         self.up_since = None
         deadline = sup.profile.timeout("AT+QIDEACT" if sup.profile.has_qiact else "AT+CGACT")
         while True:
-            sup.enter(State.DEACTIVATING, deadline, why)
+            sup.enter(State.DEACTIVATING, deadline, self._detail(why))
             try:
                 await self._deactivate_command()
             except AtTimeout:
@@ -256,7 +306,7 @@ class PdpKeeper:
         AT+QICSGP in between when asked (reload, reconnect) or when new settings wait."""
         kind = reason.split(":", 1)[0]
         self.cycles[kind] += 1
-        n = self.sup.connection_count()
+        n = self.sup.connection_count(self.context_id)
         log.warning(
             "cycling context %d: %s%s", self.context_id, reason,
             "" if n is None else f"; {n} connection{'' if n == 1 else 's'} on it reset",
@@ -268,34 +318,42 @@ class PdpKeeper:
         await self.activate()
 
     # -- serving ------------------------------------------------------------------------------------
-    async def serve(self) -> None:
-        """serving: react to cycle requests, check AT+QIACT? periodically. Never returns."""
-        sup, t = self.sup, self.sup.timings
-        while True:
-            await ride_out_registration_loss(sup)
-            sup.enter(State.SERVING, None)
-            sup.schedule.serving(trio.current_time())
-            if self.pending:  # a reload during bring-up, after its QICSGP: use them now
-                await self.cycle(f"reload: {', '.join(self.pending)} changed", configure=True)
-                continue
-            request = None
-            with trio.move_on_after(t.pdp_check_interval):
-                request = await until_registration_lost(sup, self._requests.receive)
-            if sup.radio.registration_lost.is_set():
-                if request is not None:  # decided once the network is back
-                    self.request_cycle(request[0], configure=request[1])
-                continue
-            if request is not None:
-                await self.cycle(request[0], configure=request[1])
-                continue
-            active, addrs = await self.query()
-            if not active or not addrs:
-                await self.cycle("context_lost: AT+QIACT? shows the context inactive")
-            elif addrs != self.addresses:
-                log.warning(
-                    "context %d changed address %s -> %s: resetting its sockets",
-                    self.context_id, ", ".join(self.addresses), ", ".join(addrs),
-                )
-                sup.link.context_down(self.context_id)
-                self.addresses = addrs
-                sup.link.context_up(self.context_id, addrs)
+    async def check(self) -> None:
+        """The periodic AT+QIACT?: inactive -> cycle; a new address -> its sockets reset."""
+        sup = self.sup
+        active, addrs = await self.query()
+        if not active or not addrs:
+            await self.cycle("context_lost: AT+QIACT? shows the context inactive")
+        elif addrs != self.addresses:
+            log.warning(
+                "context %d changed address %s -> %s: resetting its sockets",
+                self.context_id, ", ".join(self.addresses), ", ".join(addrs),
+            )
+            sup.link.context_down(self.context_id)
+            self.addresses = addrs
+            sup.link.context_up(self.context_id, addrs)
+
+
+async def serve(sup: Supervisor) -> None:
+    """serving (every context up): each keeper's cycle requests in turn, AT+QIACT? of every
+    context periodically. Never returns."""
+    t, requests = sup.timings, sup.cycle_requests
+    while True:
+        await ride_out_registration_loss(sup)
+        sup.enter(State.SERVING, None)
+        sup.schedule.serving(trio.current_time())
+        waiting = next((k for k in sup.contexts if k.pending), None)
+        if waiting is not None:  # a reload during bring-up, after its QICSGP: use them now
+            await waiting.cycle(f"reload: {', '.join(waiting.pending)} changed", configure=True)
+            continue
+        request = requests.take()
+        if request is not None:
+            keeper, reason, configure = request
+            await keeper.cycle(reason, configure=configure)
+            continue
+        with trio.move_on_after(t.pdp_check_interval) as timer:
+            await until_registration_lost(sup, requests.wait)
+        if sup.radio.registration_lost.is_set() or not timer.cancelled_caught:
+            continue  # the network first (requests wait for it), or a request to take
+        for keeper in sup.contexts:
+            await keeper.check()

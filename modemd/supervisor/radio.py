@@ -165,17 +165,18 @@ async def until_registration_lost(sup: Supervisor, receive):
 
 async def ride_out_registration_loss(sup: Supervisor) -> None:
     """registration_lost: wait for the network (no reboot, sockets kept), then AT+QIACT? decides:
-    the context stayed up -> serving goes on; the network dropped it (or changed the address) ->
-    the context is cycled (its sockets reset, AT+QIDEACT, AT+QIACT), as the periodic check does."""
-    radio, pdp = sup.radio, sup.pdp
+    for each context: it stayed up -> serving goes on; the network dropped it (or changed the
+    address) -> that context is cycled (its sockets reset, AT+QIDEACT, AT+QIACT), as the periodic check does."""
+    radio = sup.radio
     if not radio.registration_lost.is_set():
         return
     sup.enter(State.REGISTRATION_LOST, None, "waiting for the network")
     await radio.registration_back.wait()
-    active, addrs = await pdp.query()
-    if active and addrs and addrs == pdp.addresses:
-        log.info("context %d survived the registration loss (%s): sockets kept",
-                 pdp.context_id, ", ".join(addrs))
-        return
-    await pdp.cycle("context_lost: AT+QIACT? after the registration loss shows the context "
-                    + ("with a new address" if active and addrs else "inactive"))
+    for pdp in sup.contexts:
+        active, addrs = await pdp.query()
+        if active and addrs and addrs == pdp.addresses:
+            log.info("context %d survived the registration loss (%s): sockets kept",
+                     pdp.context_id, ", ".join(addrs))
+            continue
+        await pdp.cycle("context_lost: AT+QIACT? after the registration loss shows the context "
+                        + ("with a new address" if active and addrs else "inactive"))

@@ -59,7 +59,7 @@ from . import bringup
 from .backoff import RebootSchedule
 from .health import health_loop
 from .ladder import ALIVE, FAILED, PORT_LOST, RESET, Ladder
-from .pdp import PdpKeeper
+from .pdp import CycleRequests, PdpKeeper, serve
 from .power import make_power_backend
 from .radio import RadioWatch
 from .sim import SimKeeper, SimStatus
@@ -153,7 +153,8 @@ class Supervisor:
     timings      flowchart numbers and budgets (tests shorten nothing: they use MockClock)
     rng          jitter source of the reboot back-off (tests: `lambda: 0.0`)
     observer     AT channel observer to chain (metrics)
-    connections  callable giving the number of open connections, for the status line
+    connections  callable giving the number of open connections, for the status line; with
+                 several contexts also called with a context_id (that context's connections)
     check_profile  `(profile, what) -> None`, raises UnsupportedConfig when the configuration asks
                  for something the identified family cannot do (fatal: the daemon stops)
     state_dir    where the SIM's rejected PINs are kept across restarts (default: instance.state_dir)
@@ -192,7 +193,13 @@ class Supervisor:
         )
         model = cfg.modem.model
         self.profile: Profile = get_profile("bg96" if model == "auto" else model)
-        self.pdp = PdpKeeper(self)
+        self.cycle_requests = CycleRequests()
+        keys = ["pdp"] if len(cfg.pdp) == 1 else [f"pdp[{i}]" for i in range(len(cfg.pdp))]
+        #: one keeper per configured context, in file order; `pdp` is the first (the default)
+        self.contexts: tuple[PdpKeeper, ...] = tuple(
+            PdpKeeper(self, p, self.cycle_requests, key) for p, key in zip(cfg.pdp, keys, strict=True)
+        )
+        self.pdp = self.contexts[0]
         self.sim_keeper = SimKeeper(
             self, default_state_dir() if state_dir is None else state_dir, config_path
         )
@@ -301,7 +308,8 @@ class Supervisor:
     def status_text(self) -> str:
         detail = self.state_detail
         if self.state is State.SERVING:
-            parts = [", ".join(self.pdp.addresses) or "no address"]
+            addresses = [a for k in self.contexts for a in k.addresses]
+            parts = [", ".join(addresses) or "no address"]
             if self._connections is not None:
                 n = self._connections()
                 parts.append(f"{n} connection{'' if n == 1 else 's'}")
@@ -335,18 +343,34 @@ class Supervisor:
     def refresh_status(self) -> None:
         self.link.status_text = self.status_text()
 
+    def keeper(self, context_id: int) -> PdpKeeper | None:
+        """The keeper of a configured context, None for any other context_id."""
+        return next((k for k in self.contexts if k.context_id == context_id), None)
+
     def apply_pdp(self, settings: Any) -> None:
-        """A reload's new [pdp] (same context_id): in effect once the context is re-cycled with
-        it (at once while serving: QIDEACT -> QICSGP -> QIACT; else at the next configure step)."""
-        self.pdp.apply(settings)
+        """A reload's new [pdp] entries (a PdpConfig or a tuple of them, each for a configured
+        context_id): each is in effect once its context is re-cycled with it (at once while
+        serving: QIDEACT -> QICSGP -> QIACT; else at the next configure step)."""
+        for one in settings if isinstance(settings, tuple) else (settings,):
+            keeper = self.keeper(one.context_id)
+            if keeper is None:
+                raise ValueError(f"context {one.context_id} is not configured: restart modemd")
+            keeper.apply(one)
 
     def reconnect(self, reason: str) -> None:
-        """modemctl reconnect: QIDEACT -> QICSGP (the settings in effect) -> QIACT."""
-        self.pdp.request_cycle(reason, configure=True)
+        """modemctl reconnect: QIDEACT -> QICSGP (the settings in effect) -> QIACT, for every
+        context."""
+        for keeper in self.contexts:
+            keeper.request_cycle(reason, configure=True)
 
-    def connection_count(self) -> int | None:
-        """Open connections (for log lines about resets), None when nobody told us."""
-        return None if self._connections is None else self._connections()
+    def connection_count(self, context_id: int | None = None) -> int | None:
+        """Open connections (for log lines about resets), on `context_id` when there are several
+        contexts, None when nobody told us."""
+        if self._connections is None:
+            return None
+        if context_id is None or len(self.contexts) < 2:
+            return self._connections()
+        return self._connections(context_id)
 
     @property
     def sim(self) -> SimStatus:
@@ -448,7 +472,8 @@ class Supervisor:
         if self._reset_stale is not None:
             await self._reset_stale(at)
         else:
-            await bringup.close_stale_sockets(at, self.pdp.context_id)
+            for keeper in self.contexts:
+                await bringup.close_stale_sockets(at, keeper.context_id)
 
     async def pwrkey_pulse(self) -> None:
         await self.power.pwrkey_pulse()
@@ -700,11 +725,12 @@ class Supervisor:
         """After a lost command or a silence the module answered: go on without a reset. While
         the context was up, its sockets stay: AT+QIACT? re-checks it (activating it again if the
         module lost it), then serving; before that, bring-up starts over."""
-        if not self.link.serving(self.pdp.context_id):
+        if not any(self.link.serving(k.context_id) for k in self.contexts):
             await self._bring_up_and_serve()
             return
-        await self.pdp.activate()
-        await self.pdp.serve()
+        for keeper in self.contexts:
+            await keeper.activate()
+        await serve(self)
 
     async def _bring_up_and_serve(self) -> None:
         t = self.timings
@@ -716,14 +742,16 @@ class Supervisor:
         if self.profile.cs_registration:
             await bringup.wait_cs(self)
         registered = await bringup.wait_ps(self, t.ps_timeout)
-        await self.pdp.configure()
+        for keeper in self.contexts:
+            await keeper.configure()
         if not registered:
             # S5 §1.1: "configure the PDP context then switch the functionality level with AT+CFUN"
             await bringup.cfun_cycle(self)
             await bringup.wait_sim(self)
             await bringup.wait_ps(self, t.ps_timeout)
-        await self.pdp.activate()
-        await self.pdp.serve()
+        for keeper in self.contexts:  # serving means every context is up
+            await keeper.activate()
+        await serve(self)
 
     async def _recover(self, reason: str, *, resynced: bool = False) -> str:
         """Back-off, then the reboot ladder (without its resync step when `resynced`: the module
@@ -785,10 +813,11 @@ class Supervisor:
                 if self.state not in BOOTING_STATES:
                     self._fire(Trouble("reset", f"module_reset: unsolicited {urc.text}"))
             elif isinstance(urc, PdpDeact):
-                if urc.context_id == self.pdp.context_id:
+                keeper = self.keeper(urc.context_id)
+                if keeper is not None:  # that context only: the others keep their sockets
                     log.warning('+QIURC: "pdpdeact",%d: the network dropped the context', urc.context_id)
                     self.link.context_down(urc.context_id)
-                    self.pdp.request_cycle('pdpdeact: +QIURC: "pdpdeact"')
+                    keeper.request_cycle('pdpdeact: +QIURC: "pdpdeact"')
             elif isinstance(urc, Registration):
                 self.radio.on_registration(urc)
             elif isinstance(urc, SimState) and urc.state != "READY" and self.state is State.SERVING:
@@ -796,8 +825,9 @@ class Supervisor:
 
     async def _watch_cycles(self) -> None:
         async for context_id in self.link.cycle_requests:
-            if context_id == self.pdp.context_id and self.state is State.SERVING:
-                self.pdp.request_cycle("open_failures: 5 consecutive failed AT+QIOPEN")
+            keeper = self.keeper(context_id)
+            if keeper is not None and self.link.serving(context_id):
+                keeper.request_cycle("open_failures: 5 consecutive failed AT+QIOPEN")
             else:
                 log.info("PDP cycle request for context %s while %s (ignored)", context_id, self.state)
 
