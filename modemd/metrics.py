@@ -235,7 +235,7 @@ class Metrics(Observer):
         self.at_lost = Counter(
             "modemd_at_commands_lost_total",
             "AT commands (or their answers) lost on the line: unanswered past their expected "
-            "time while the module answered the probe AT (no reboot; the caller retried).",
+            "time while the module answered the probe (no reboot; the caller retried).",
             ["command"],
             registry=r,
         )

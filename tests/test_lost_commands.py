@@ -1,5 +1,5 @@
 """Lost on the line, at the AT channel: a command or its answer lost costs seconds (CommandLost after
-one probe `AT`), never a reboot; only a module that stays silent through the probe series is reported
+one probe), never a reboot; only a module that stays silent through the probe series is reported
 silent (emulator lose faults over a real pty, MockClock)."""
 
 from __future__ import annotations

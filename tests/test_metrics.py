@@ -16,7 +16,14 @@ import pytest
 import trio
 import trio.testing
 
-from modemd.at.channel import AtChannel, AtCommandError, AtTimeout, CommandLost, Observer
+from modemd.at.channel import (
+    PROBE_TEXT,
+    AtChannel,
+    AtCommandError,
+    AtTimeout,
+    CommandLost,
+    Observer,
+)
 from modemd.at.protocol import Command
 from modemd.at.urc import Closed, OtherUrc, PdpDeact, Recv, Registration
 from modemd.metrics import (
@@ -391,7 +398,7 @@ async def test_channel_feeds_observer(autojump_clock):
 
 
 async def test_lost_commands_and_silence_are_counted(autojump_clock):
-    """A command lost on the line (the probe `AT` is answered) counts in
+    """A command lost on the line (the probe is answered) counts in
     modemd_at_commands_lost_total; a module that answers no probe in modemd_module_silences_total."""
     m = Metrics()
     ours, module = trio.testing.memory_stream_pair()
@@ -404,9 +411,9 @@ async def test_lost_commands_and_silence_are_counted(autojump_clock):
             buf += data
             while b"\r" in buf:
                 line, buf = buf.split(b"\r", 1)
-                if mute.is_set() or line.strip() != b"AT":
+                if mute.is_set() or line.strip() != PROBE_TEXT.encode():
                     continue  # AT+CSQ is lost on the line; once muted, nothing is answered
-                await module.send_all(b"\r\nOK\r\n")
+                await module.send_all(b"\r\n+CMEE: 1\r\n\r\nOK\r\n")
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(fake_module)

@@ -27,11 +27,14 @@ its final result, the writer:
 1. waits until the line is quiet (no byte read for QUIET; at most QUIET_MAX unless a payload is still
    arriving), so a late answer completes the command normally;
 2. holds the queue, aborts the command in the protocol (its late lines become unknown lines) and
-   writes the probe `AT` itself (PROBE_TIMEOUT, at most PROBES times);
-3. probe answered (OK, ERROR, any final): the module is alive. After one more quiet interval (DRAIN; a late
-   final of the lost command is drained as an unknown line instead of ending the next command) the
-   request fails with `CommandLost` and the channel goes on with the next queued command. Nothing is
-   rebooted: the caller retries, reconciles or resets its one connection;
+   writes the probe `AT+CMEE?` itself (PROBE_TIMEOUT, at most PROBES times);
+3. probe answered: the module is alive. The answer is attributed, not timed (protocol.py rules
+   6-8): a final before the probe's `+CMEE:` line is the lost command's late final (dropped), and a
+   probe given up earlier in the series that answers later is recognised by its `+CMEE:` line and
+   dropped with its final (its late answer proves the module alive too). So nothing the module still
+   owes can end the next command, however late it comes. The request fails with `CommandLost` and
+   the channel goes on with the next queued command. Nothing is rebooted: the caller retries,
+   reconciles or resets its one connection;
 4. every probe unanswered: the module is silent. The request fails with `AtTimeout`, the observer's
    `module_silent` tells the supervisor (the one route for command timeouts) and the queue stays held
    (nothing more is written) until `probe()` is answered (the supervisor's resync) or the channel is
@@ -39,12 +42,13 @@ its final result, the writer:
 
 A fixed-length `AT+QISEND=<id>,<n>` whose `>` was not seen is special: if the command was lost, the
 module is in command mode and answers the probe; if only the `>` was lost, the module is in data mode
-and takes the probe as 3 of its n data bytes. So when a prompt was awaited, the probe also accepts
-SEND OK / SEND FAIL as its answer (n <= 3: the probe completed the data), and when the first probe
-goes unanswered the channel completes the data phase with n - 3 FILLER bytes (never the client's
-bytes, never an AT command) and reads the final: the request fails with
-`CommandLost(data_written=True, junk=True)` and the socket layer resets that one connection. If
-nothing answers even then, it is silence. Payload bytes are only ever written after a `>` was seen.
+and takes the probe as 3 of its n data bytes. So when a prompt was awaited, the first probe is `AT`
+(DATA_PROBE_TEXT) and also accepts SEND OK / SEND FAIL as its answer (n <= 3: the probe completed
+the data), and when it goes unanswered the channel completes the data phase with n - 3 FILLER bytes
+(never the client's bytes, never an AT command) and reads the final: the request fails with
+`CommandLost(data_written=True, junk=True)` and the socket layer resets that one connection. The
+attributed series follows in every case (it decides alive or silent), so a late answer to that `AT`
+never reaches the next command. Payload bytes are only ever written after a `>` was seen.
 
 Commands without an expected time (`expect` None: QIACT, QIDEACT, QIOPEN, QPOWD, whose deadline is a
 flowchart rule) end with `AtTimeout` at their deadline without a probe: the flowchart decides.
@@ -81,10 +85,21 @@ log = logging.getLogger("modemd.at")
 
 QUIET = 0.2          # no byte read for this long: no late answer is on its way
 QUIET_MAX = 0.5      # a line busy with other traffic (URCs, pushed data) is probed anyway after this
-DRAIN = 0.4          # after an answered probe: at most this long for a late final to arrive
-PROBE_TIMEOUT = 1.0  # one probe `AT` (a "300 ms" command, seeds-comparison §2.3)
+PROBE_TIMEOUT = 1.0  # one probe (a "300 ms" command, seeds-comparison §2.3)
 PROBES = 3           # the probe series: all unanswered -> the module is silent
-PROBE_TEXT = "AT"    # V.250's attention command: the only command line the channel writes itself
+#: the channel's own probe: 3GPP TS 27.007 §9.1 read command, which every family answers (bring-up
+#: sets AT+CMEE=1 on all of them) with `+CMEE: <n>` before its OK. No other command of the daemon
+#: asks for `+CMEE:`, so the answer is attributed, not timed (protocol.py rules 6-8): a final before
+#: that line is a late answer of what was abandoned, a `+CMEE:` line of a probe given up is dropped
+#: with its final. It changes nothing in the module.
+PROBE_TEXT = "AT+CMEE?"
+PROBE_PREFIX = "+CMEE:"
+#: a QISEND whose `>` was not seen: the module may be in data mode and take the probe as payload.
+#: That probe stays V.250's `AT`: 3 bytes with its CR, the count the filler arithmetic is built on
+#: (n - 3 filler bytes), and it must accept SEND OK / SEND FAIL, which no information line precedes.
+#: An attributed probe series follows it, so its possibly misattributed answer never reaches the
+#: next command.
+DATA_PROBE_TEXT = "AT"
 FILLER = b"\0"       # completes a data phase whose `>` was lost (never the client's bytes)
 #: how long the reader waits for the LF of a line that ended in CR before it takes the CR as the
 #: line's end (a CR-only module): a few character times at the measured line rate, but at least
@@ -118,7 +133,7 @@ class AtCommandError(AtError):
 
 class CommandLost(AtError):
     """The command got no final result within its expected response time, yet the module answered
-    the channel's probe `AT` afterwards: the command or its answer was lost on the line (noise, a
+    the channel's probe afterwards: the command or its answer was lost on the line (noise, a
     USB hiccup, an overrun ate its CR). The module is alive and is not rebooted: the caller decides
     what to do (retry, reconcile with a query, or reset its one connection).
 
@@ -195,9 +210,16 @@ class _Request:
         self.done.set()
 
 
-def _probe(finals: frozenset[str] = OK_FINALS, timeout: float = PROBE_TIMEOUT) -> _Request:
-    """The channel's own `AT`, written ahead of the queue even while it is held."""
-    return _Request(Command(PROBE_TEXT, finals=finals, timeout=timeout), urgent=True)
+def _probe(timeout: float = PROBE_TIMEOUT) -> _Request:
+    """The channel's own attributed probe, written ahead of the queue even while it is held."""
+    return _Request(Command(PROBE_TEXT, prefix=PROBE_PREFIX, timeout=timeout, probe=True),
+                    urgent=True)
+
+
+def _data_probe() -> _Request:
+    """`AT` for a QISEND whose `>` was not seen (see DATA_PROBE_TEXT)."""
+    return _Request(Command(DATA_PROBE_TEXT, finals=OK_FINALS | SEND_FINALS,
+                            timeout=PROBE_TIMEOUT), urgent=True)
 
 
 @dataclass(frozen=True)
@@ -315,12 +337,14 @@ class AtChannel:
         self._echo_mark = self.echo_lines
 
     async def probe(self, timeout: float = PROBE_TIMEOUT) -> bool:
-        """One `AT` ahead of every queued command, written even while the queue is held after a
-        silence: True when the module answered (any final result; that releases the queue),
-        False when it stayed silent for `timeout`. Raises AtModuleReset / ChannelClosed."""
+        """One probe ahead of every queued command, written even while the queue is held after a
+        silence: True when the module answered (its own answer, any final result, or a late
+        answer of a probe given up earlier; that releases the queue), False when it stayed
+        silent for `timeout`. Raises AtModuleReset / ChannelClosed."""
         request = _probe(timeout=timeout)
         if self._closed is not None:
             raise ChannelClosed(str(self._closed) or "AT channel is closed")
+        late = self._late_answers()
         self._pending.appendleft(request)
         if self._running and self._current is None:
             self._start_next()
@@ -328,7 +352,9 @@ class AtChannel:
         try:
             await self.wait(request, check=False)
         except AtTimeout:
-            return False
+            if self._late_answers() == late:
+                return False
+            self._echo_noticed(request.command.name)  # its own echo may have come with it
         if self.silent:
             log.info("the module answers again: writing the queued commands")
         self._release()
@@ -445,6 +471,8 @@ class AtChannel:
                     self._end_current(error=AtModuleReset(
                         f"{current.command.name}: the module reset ({urc.text}) before answering"
                     ))
+            if isinstance(urc, (ModuleReady, PoweredDown)):
+                self.protocol.forget_owed()  # a restarted module answers nothing asked before
         elif isinstance(event, PromptWanted):
             self._write(self.protocol.send_data())  # the payload, right now
             self._prompt_seen()
@@ -559,15 +587,18 @@ class AtChannel:
             self.observer.command_done(
                 request.command.name, trio.current_time() - self._started, response.final
             )
-        if self.echo_off and self.echo_lines > self._echo_mark:
-            self._echo_mark = self.echo_lines
-            self.echo_off = False  # once: the supervisor re-initialises (ATE0 again)
-            log.warning("%s: echoed although ATE0 is in effect: the module restarted",
-                        request.command.name)
-            self.observer.echo_back(request.command.name)
+        self._echo_noticed(request.command.name)
         request.finish(response, error)
         self._start_next()
         self._wake.set()
+
+    def _echo_noticed(self, name: str) -> None:
+        """An echo while ATE0 is in effect: the module restarted (told once)."""
+        if self.echo_off and self.echo_lines > self._echo_mark:
+            self._echo_mark = self.echo_lines
+            self.echo_off = False  # once: the supervisor re-initialises (ATE0 again)
+            log.warning("%s: echoed although ATE0 is in effect: the module restarted", name)
+            self.observer.echo_back(name)
 
     async def _flush(self) -> None:
         while self._writes:
@@ -626,9 +657,9 @@ class AtChannel:
                 return
 
     async def _clear_line(self) -> None:
-        """One more probe: filler bytes that reached a module in command mode (no CR) are ended
+        """One more `AT`: filler bytes that reached a module in command mode (no CR) are ended
         by its CR and answered ERROR, instead of gluing onto the next queued command."""
-        probe = _probe()
+        probe = _data_probe()
         await self._write_probe(probe)
         with trio.move_on_after(PROBE_TIMEOUT):
             await probe.done.wait()
@@ -640,10 +671,50 @@ class AtChannel:
         await self._flush()
 
     def _drop_unanswered(self, probe: _Request) -> None:
-        """A probe that got no answer is no longer in flight: its late lines become unknown."""
+        """A probe that got no answer is no longer in flight: the protocol keeps it as a debt
+        (its late answer is recognised and dropped, protocol.py rule 7)."""
         if self._current is probe:
             self.protocol.abort()
             self._current = None
+
+    def _late_answers(self) -> int:
+        """Answers of probes given up earlier, so far: each proves the module alive."""
+        return self.protocol.counters["late_probe_answers"]
+
+    async def _answered(self, probe: _Request, seconds: float = PROBE_TIMEOUT) -> bool:
+        """Write `probe` and wait for its answer; a late answer of an earlier probe in the
+        meantime proves the module alive too (the probe then stays a debt)."""
+        late = self._late_answers()
+        await self._write_probe(probe)
+        with trio.move_on_after(seconds):
+            await probe.done.wait()
+        if probe.done.is_set():
+            return True
+        self._drop_unanswered(probe)
+        return self._late_answers() > late
+
+    async def _data_phase(self, command: Command) -> tuple[_Request | None, bool]:
+        """A QISEND whose `>` was not seen: `AT` (taken as data by a module in data mode), and
+        when it goes unanswered, the data phase completed with filler. (answer, junk written)."""
+        assert command.data is not None
+        probe = _data_probe()
+        await self._write_probe(probe)
+        with trio.move_on_after(PROBE_TIMEOUT):
+            await probe.done.wait()
+        if probe.done.is_set():
+            return probe, False
+        rest = len(command.data) - len(DATA_PROBE_TEXT) - 1
+        if rest > 0:
+            log.warning("%s: no `>` and no answer to AT: completing the data phase with %d filler "
+                        "bytes", command.name, rest)
+            self._write(FILLER * rest)
+            await self._flush()
+        with trio.move_on_after(PROBE_TIMEOUT + self._wire_time(max(rest, 0))):
+            await probe.done.wait()
+        if probe.done.is_set():
+            return probe, True
+        self._drop_unanswered(probe)
+        return None, True
 
     async def _probe_for(self, request: _Request) -> None:
         """The command in flight passed its expected time: quiet line, then the probe series."""
@@ -656,48 +727,39 @@ class AtChannel:
         seconds = trio.current_time() - written
         prompt_awaited = command.data is not None and not self._prompted
         data_written = command.data is not None and self._prompted
-        log.warning("%s: no final result within %.1f s: probing the module with AT",
-                    command.name, seconds)
+        log.warning("%s: no final result within %.1f s: probing the module with %s",
+                    command.name, seconds, PROBE_TEXT)
         self._hold = True
         self._suspect = request
         self.protocol.abort()  # the lost command's late lines are unknown lines from now on
         self._current = None
-        finals = OK_FINALS | SEND_FINALS if prompt_awaited else OK_FINALS
         answer: _Request | None = None
         junk = False
         try:
-            for _ in range(PROBES):
-                probe = _probe(finals)
-                await self._write_probe(probe)
-                with trio.move_on_after(PROBE_TIMEOUT):
-                    await probe.done.wait()
-                if not probe.done.is_set() and prompt_awaited and not junk:
-                    # only the `>` was lost: the module is in data mode and took the probe as data
-                    assert command.data is not None
-                    junk = True
-                    rest = len(command.data) - len(PROBE_TEXT) - 1
-                    if rest > 0:
-                        log.warning("%s: no `>` and no answer to AT: completing the data phase "
-                                    "with %d filler bytes", command.name, rest)
-                        self._write(FILLER * rest)
-                        await self._flush()
-                    with trio.move_on_after(PROBE_TIMEOUT + self._wire_time(max(rest, 0))):
-                        await probe.done.wait()
-                if probe.done.is_set():
-                    answer = probe
-                    break
-                self._drop_unanswered(probe)
-            if answer is not None and isinstance(answer.error, AtModuleReset):
-                request.finish(error=AtModuleReset(
-                    f"{command.name}: the module reset before answering"))
-                return
-            if answer is not None:
-                response = answer.response
+            if prompt_awaited:
+                answer, junk = await self._data_phase(command)
+                if answer is not None and isinstance(answer.error, AtModuleReset):
+                    request.finish(error=AtModuleReset(
+                        f"{command.name}: the module reset before answering"))
+                    return
+                response = None if answer is None else answer.response
                 if response is not None and response.final in SEND_FINALS:
                     junk = True  # n <= 3: the probe itself completed the data phase
-                elif junk:
+                elif junk and answer is not None:
                     await self._clear_line()  # filler went to a module in command mode
-                await self._quiet(None, DRAIN)  # drain a late final of the lost command
+            # the attributed series: whatever the module still owes (the lost command's late
+            # answer, an `AT` above) comes before its answer and is dropped (protocol.py 6-8)
+            alive = False
+            for _ in range(PROBES):
+                probe = _probe()
+                alive = await self._answered(probe)
+                if probe.done.is_set() and isinstance(probe.error, AtModuleReset):
+                    request.finish(error=AtModuleReset(
+                        f"{command.name}: the module reset before answering"))
+                    return
+                if alive:
+                    break
+            if alive:
                 self.commands_lost += 1
                 self.observer.command_lost(command.name)
                 log.warning("%s: lost on the line (the module answered the probe)%s",

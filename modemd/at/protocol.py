@@ -13,6 +13,22 @@ lines that arrive are classified and how the next bytes are framed:
    arriving during ATI is not part of the identity);
 5. anything else is an unknown line: counted and reported, never glued into a result.
 
+Lost-command probes (the channel's `AT+CMEE?`, a `Command` with `probe=True`) are attributed, not
+timed: the module answers commands in order, and only a probe's answer carries its information line
+(`+CMEE: <n>`; no other command of the daemon asks for it). So:
+
+6. while a probe waits for its information line, a final result that may be a late answer (a command
+   or a probe was abandoned since the last attributed final: `stale_possible`) is that late final:
+   dropped and counted (`stale_finals`), the probe keeps waiting;
+7. a probe abandoned before its information line is a debt (`probe_debt`): its answer may still come.
+   While a debt is open, a line with the probe's prefix is that abandoned probe's (the module answers
+   in order, so it comes before any later command's): it and the final that follows it are dropped
+   and counted (`late_probe_answers`), never given to the command in flight;
+8. the debt expires at the next attributed final (a probe's own answer after its information line,
+   or any other command's final: an abandoned probe that was answered at all was answered before
+   it), and at `reset()` (a module reset, a new channel). A probe that never reached a hung module
+   thus costs at most one later `AT+CMEE?` its answer (lost, so probed: never a wrong answer).
+
 A line, and so a final result code, is complete at its LF (framer.py): while the CR of the last line
 buffered waits for its next byte, `awaiting_line_end` is true, and the caller that has heard nothing
 more for a few character times calls `end_pending_line()` (a module that ends lines with CR only).
@@ -48,8 +64,10 @@ class Command:
     after_ok:    two-stage commands (BC25 QISEND/QICLOSE): after OK, wait for one of these.
     timeout:     seconds the channel waits for the final result (the outer bound).
     expect:      seconds after which an unanswered command is suspected lost: the channel makes
-                 sure the line is quiet and probes with `AT` (answered: CommandLost; silent: the
-                 module is hung). None: only `timeout` applies.
+                 sure the line is quiet and probes (answered: CommandLost; silent: the module is
+                 hung). None: only `timeout` applies.
+    probe:       the channel's lost-command probe: answered only by an information line with
+                 `prefix` and its final (module docstring, rules 6-8).
     """
 
     text: str
@@ -61,6 +79,7 @@ class Command:
     after_ok: frozenset[str] | None = None
     timeout: float = 60.0
     expect: float | None = None
+    probe: bool = False
 
     @property
     def name(self) -> str:
@@ -141,6 +160,11 @@ class AtProtocol:
         self._ready: deque[ProtocolEvent] = deque()
         self._push_ids: set[int] = set()
         self.counters: Counter[str] = Counter()
+        self.probe_debt = 0             # probes abandoned before their information line (rule 7)
+        self._debt_prefix: str | None = None
+        self._swallow_final = False     # an abandoned probe's information line came: its final next
+        self._probe_info = False        # the probe in flight has seen its own information line
+        self.stale_possible = False     # a command was abandoned since the last attributed final
 
     # -- outgoing -----------------------------------------------------------------------------
     def send(self, command: Command) -> bytes:
@@ -152,6 +176,7 @@ class AtProtocol:
         self.in_flight = command
         self._response = Response(command)
         self._got_ok = False
+        self._probe_info = False
         self.framer.expect_prompt(command.data is not None)
         return text.encode("ascii") + b"\r"
 
@@ -161,7 +186,16 @@ class AtProtocol:
         return self.in_flight.data
 
     def abort(self) -> None:
-        """Give up on the command in flight (its deadline passed); late lines become unknown."""
+        """Give up on the command in flight (its deadline passed); late lines become unknown, and
+        a late final may still come (a probe's answer is recognised later, rules 6-8)."""
+        cmd = self.in_flight
+        if cmd is not None:
+            self.stale_possible = True
+            if cmd.probe and self._probe_info:
+                self._swallow_final = True  # its information line came: only its final is due
+            elif cmd.probe:
+                self.probe_debt += 1
+                self._debt_prefix = cmd.prefix
         self.in_flight = None
         self._response = None
         self.framer.expect_prompt(False)
@@ -169,11 +203,16 @@ class AtProtocol:
     def reset(self) -> None:
         """The module reset or the port was reopened: nothing buffered is meaningful."""
         self.abort()
+        self._settled()
         self.framer.reset()
         self._urc_payload = None
         self._held_push = None
         self._ready.clear()
         self._push_ids.clear()
+
+    def forget_owed(self) -> None:
+        """The module restarted (RDY, POWERED DOWN): nothing asked before will be answered."""
+        self._settled()
 
     def set_push(self, connect_id: int, on: bool) -> None:
         """Whether `connect_id` is in direct-push mode (its recv URCs carry payload)."""
@@ -255,6 +294,10 @@ class AtProtocol:
 
     def _line(self, text: str) -> ProtocolEvent | None:
         cmd = self.in_flight
+        if self._late_probe_answer(text):
+            return None
+        if cmd is not None and cmd.probe and cmd.prefix and text.startswith(cmd.prefix):
+            self._probe_info = True
         if cmd is not None and cmd.prefix and text.startswith(cmd.prefix):
             return self._info(cmd, text)
         if is_urc(text):
@@ -276,6 +319,24 @@ class AtProtocol:
             return None
         self.counters["unknown_lines"] += 1
         return Unknown(text)
+
+    def _late_probe_answer(self, text: str) -> bool:
+        """Rule 7: an abandoned probe's information line, or the final that follows it."""
+        if self._swallow_final and _is_final(text):
+            self._swallow_final = False
+            self.counters["late_probe_answers"] += 1
+            return True
+        if self.probe_debt and self._debt_prefix and text.startswith(self._debt_prefix):
+            self.probe_debt -= 1
+            self._swallow_final = True
+            return True
+        return False
+
+    def _settled(self) -> None:
+        """Rule 8: a final was attributed (or the module reset): nothing earlier is still due."""
+        self.probe_debt = 0
+        self._swallow_final = False
+        self.stale_possible = False
 
     def _info(self, cmd: Command, text: str) -> Unknown | None:
         assert self._response is not None
@@ -308,6 +369,9 @@ class AtProtocol:
         """Done for a final result, _CONSUMED for the first OK of a two-stage command."""
         assert self._response is not None
         is_error = text in ERROR_FINALS or text.startswith(ERROR_PREFIXES)
+        if cmd.probe and not self._probe_info and self.stale_possible and _is_final(text):
+            self.counters["stale_finals"] += 1  # rule 6: a late final of what was abandoned
+            return _CONSUMED
         if cmd.after_ok is not None and self._got_ok:
             if text in cmd.after_ok or is_error:
                 return self._finish(text)
@@ -323,6 +387,7 @@ class AtProtocol:
         response = self._response
         assert response is not None
         response.final = final
+        self._settled()
         self.in_flight = None
         self._response = None
         self.framer.expect_prompt(False)
@@ -330,6 +395,11 @@ class AtProtocol:
 
 
 _CONSUMED = object()
+
+
+def _is_final(text: str) -> bool:
+    """A final result a probe could take (rules 6 and 7): OK or an error."""
+    return text in OK_FINALS or text in ERROR_FINALS or text.startswith(ERROR_PREFIXES)
 
 
 def _own_bare_line(text: str, cmd: Command) -> bool:

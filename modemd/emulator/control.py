@@ -17,6 +17,7 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
     noise flip <n>         noise glue <n>            noise sendfail <percent>
     noise seed <s>         noise off
     noise reboot <regex> [silent|nordy]              noise                 lost [list]
+    stall <regex> <sec> [<count>]
     status
     help
 
@@ -24,7 +25,8 @@ One command per line, one answer line each: `ok[ <value>]` or `error <message>`.
 line (the module never sees them); with `glue` only their CR is lost, so their text is glued in front
 of the next command line. `lose prompt|final|answer`: the module executes the next <count> matching
 command lines but the `> ` of a QISEND / the final result line / everything printed for the command
-never reaches the host. The regex is one word (write a space as \s) and is case-sensitive; a count
+never reaches the host. `stall <regex> <sec> [<count>]`: the module is busy for <sec> before it answers
+the next <count> matching command lines (later lines wait their turn). The regex is one word (write a space as \s) and is case-sensitive; a count
 of 0 cancels it.
 
 Real-module noise (noise.py; every draw from the seed, 0 unless `noise seed <s>`):
@@ -65,13 +67,14 @@ HELP = (
     "lose command <regex> [count] [glue], lose prompt|final|answer <regex> [count], "
     "noise urc <N>|fragment <min>-<max>|garbage <n>|flip <n>|glue <n>|sendfail <percent>|seed <s>"
     "|off, "
-    "noise reboot <regex> [silent|nordy], lost [list], status"
+    "noise reboot <regex> [silent|nordy], stall <regex> <sec> [count], lost [list], status"
 )
 MAX_LINE = 4096
 KNOWN = {
     "hang", "power", "pdpdeact", "close", "sendfail", "droprecv", "qiactfail", "qideactfail", "garbage",
     "qiact_delay", "turnaround", "baud", "interleave", "listenport", "sim", "register", "host",
     "openfail", "qisenderror", "qirderror", "qirdfault", "lose", "noise", "radio", "registration",
+    "stall",
 }  # fmt: skip
 
 
@@ -220,6 +223,11 @@ async def run_command(emu: Emulator, line: str) -> str:
         if cmd == "registration":
             _registration(emu, args)
             return "ok"
+        if cmd == "stall":  # the regex keeps its case, like `lose`
+            if not 2 <= len(args) <= 3:
+                raise ValueError("expected stall <regex> <sec> [count]")
+            emu.stall(args[0], _float(args[1]), _int(args[2]) if len(args) > 2 else 1)
+            return "ok"
         if len(args) != 1 and not (cmd == "pdpdeact" and not args):
             raise ValueError(f"{cmd}: expected one argument")
         arg = args[0].lower() if args else ""
@@ -261,6 +269,7 @@ async def run_command(emu: Emulator, line: str) -> str:
             emu.set_qiact_delay(_float(arg))
         elif cmd == "turnaround":
             emu.set_turnaround(_float(arg))
+
         elif cmd == "baud":
             emu.set_baud(_int(arg))
         elif cmd == "interleave":

@@ -64,6 +64,7 @@ class Emulator:
         self._lose_cmd: list[list] = []
         self._lose_ans: list[list] = []
         self._reboot_on: list[list] = []  # [pattern, count left, boot kind]
+        self._stall: list[list] = []  # busy before answering: [pattern, count left, seconds]
         self.lost: list[str] = []  # what was lost, for tests: "command <line>", "<part> <line>"
         self.lost_at: list[float] = []  # time.monotonic() of each (comparable across processes)
         self.noise = Noise()
@@ -349,6 +350,17 @@ class Emulator:
                     rules.remove(rule)
                 return rule[2]
         return None
+
+    def stall(self, pattern: str, seconds: float, count: int = 1) -> None:
+        """The module is busy for `seconds` before it answers the next `count` command lines that
+        re.fullmatch `pattern` (a real module's slow moment, or a host starved of CPU): the answer
+        comes late, whole and in order; later command lines are buffered and answered after it,
+        each in its turn (with `set_turnaround` a late probe's answer comes later still).
+        count=0 cancels `pattern`."""
+        regex = _regex(pattern)
+        self._stall = [r for r in self._stall if r[0].pattern != pattern]
+        if _count(count):
+            self._stall.append([regex, _count(count), _nonneg("stall", seconds)])
 
     def reboot_during(self, pattern: str, boot: str = "silent", count: int = 1) -> None:
         """The next `count` command lines that re.fullmatch `pattern` make the module restart in

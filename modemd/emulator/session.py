@@ -493,6 +493,9 @@ class Session:
             return  # empty line or line noise: modules stay silent
         text = line[i:].decode("latin-1")
         self.emu.commands.append(text)
+        busy = self.emu._take_loss(self.emu._stall, text) if self.emu._stall else None
+        if busy:  # input stays buffered meanwhile: later commands are answered after this one
+            await trio.sleep(busy)
         if self.emu._turnaround:
             await trio.sleep(self.emu._turnaround)
         await self.execute(text[2:], term)

@@ -1,0 +1,147 @@
+"""A late answer never shifts answers onto the next command: the lost-command probe's answer is
+attributed (its `+CMEE:` line), not timed. The sans-IO rules (protocol.py 6-8) as unit tests, then
+the two races over a real pty against an emulator that is busy before answering (MockClock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from modemd.at.channel import PROBE_PREFIX, PROBE_TEXT, PROBE_TIMEOUT, AtChannel, CommandLost
+from modemd.at.protocol import AtProtocol, Command, Done, Unknown
+from modemd.profiles.base import FAST
+
+from .conftest import open_stack
+
+PROBE = Command(PROBE_TEXT, prefix=PROBE_PREFIX, probe=True)
+ATI = Command("ATI", bare_lines=True)
+
+
+def _events(proto: AtProtocol, data: bytes) -> list[object]:
+    proto.receive(data)
+    out = []
+    while (ev := proto.next_event()) is not None:
+        out.append(ev)
+    return out
+
+
+def _done(events: list[object]) -> list[Done]:
+    return [e for e in events if isinstance(e, Done)]
+
+
+def test_a_final_before_the_probe_line_is_the_abandoned_commands_and_dropped():
+    proto = AtProtocol()
+    proto.send(Command("AT+CGSN", bare_lines=True))
+    proto.abort()  # given up: its answer is late
+    proto.send(PROBE)
+    assert _done(_events(proto, b"\r\n866425030123456\r\n\r\nOK\r\n")) == []
+    assert proto.in_flight is PROBE and proto.counters["stale_finals"] == 1
+    [done] = _done(_events(proto, b"\r\n+CMEE: 1\r\n\r\nOK\r\n"))
+    assert done.response.lines == ["+CMEE: 1"] and done.response.final == "OK"
+    proto.send(ATI)  # in sync again: ATI gets its own lines only
+    [done] = _done(_events(proto, b"\r\nQuectel\r\nBG96\r\n\r\nOK\r\n"))
+    assert done.response.lines == ["Quectel", "BG96"]
+
+
+def test_an_abandoned_probes_answer_is_dropped_even_with_another_command_in_flight():
+    proto = AtProtocol()
+    proto.send(PROBE)
+    proto.abort()  # unanswered within its time: a debt
+    assert proto.probe_debt == 1
+    proto.send(ATI)
+    events = _events(proto, b"\r\n+CMEE: 1\r\n\r\nOK\r\n")
+    assert _done(events) == [] and proto.in_flight is ATI
+    assert proto.counters["late_probe_answers"] == 1 and proto.probe_debt == 0
+    [done] = _done(_events(proto, b"\r\nQuectel\r\nBG96\r\nRevision: X\r\n\r\nOK\r\n"))
+    assert done.response.lines == ["Quectel", "BG96", "Revision: X"]
+
+
+def test_a_probe_abandoned_after_its_line_still_owes_its_final():
+    proto = AtProtocol()
+    proto.send(PROBE)
+    assert _done(_events(proto, b"\r\n+CMEE: 1\r\n")) == []
+    proto.abort()
+    proto.send(ATI)
+    assert _done(_events(proto, b"\r\nOK\r\n")) == []  # the probe's final, not ATI's
+    [done] = _done(_events(proto, b"\r\nQuectel\r\n\r\nOK\r\n"))
+    assert done.response.lines == ["Quectel"]
+
+
+def test_the_debt_of_probes_during_probe_two_is_paid_in_order():
+    proto = AtProtocol()
+    proto.send(Command("AT+CSQ", prefix="+CSQ:"))
+    proto.abort()
+    proto.send(PROBE)
+    proto.abort()  # probe 1 unanswered
+    proto.send(PROBE)  # probe 2
+    wire = b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n" + b"\r\n+CMEE: 1\r\n\r\nOK\r\n" * 2
+    events = _events(proto, wire)
+    [done] = _done(events)
+    assert done.response.command is PROBE and done.response.lines == ["+CMEE: 1"]
+    assert proto.counters["late_probe_answers"] == 1 and proto.counters["stale_finals"] == 1
+    assert any(isinstance(e, Unknown) and e.text.startswith("+CSQ") for e in events)
+
+
+def test_the_debt_expires_at_an_attributed_final_and_at_reset():
+    proto = AtProtocol()
+    proto.send(PROBE)
+    proto.abort()  # a probe that never reached a hung module
+    proto.send(Command("AT+CSQ", prefix="+CSQ:"))
+    [done] = _done(_events(proto, b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n"))
+    assert done.response.final == "OK" and proto.probe_debt == 0  # in order: nothing still due
+    user = Command("AT+CMEE?", prefix="+CMEE:")  # `modemctl at 'AT+CMEE?'` gets its answer
+    proto.send(user)
+    [done] = _done(_events(proto, b"\r\n+CMEE: 1\r\n\r\nOK\r\n"))
+    assert done.response.lines == ["+CMEE: 1"]
+    proto.send(PROBE)
+    proto.abort()
+    proto.reset()  # the module reset, or a new channel: its old answers will never come
+    assert proto.probe_debt == 0 and not proto.stale_possible
+    proto.send(user)
+    assert _done(_events(proto, b"\r\n+CMEE: 1\r\n\r\nOK\r\n"))[0].response.lines == ["+CMEE: 1"]
+
+
+def test_with_nothing_abandoned_a_probe_takes_an_error_as_its_answer():
+    proto = AtProtocol()  # wait_ready: a booting module's ERROR is an answer too
+    proto.send(PROBE)
+    [done] = _done(_events(proto, b"\r\nERROR\r\n"))
+    assert done.response.final == "ERROR"
+
+
+async def _identity(channel: AtChannel, at) -> list[list[str]]:
+    requests = [channel.submit(at.cmd(text, bare_lines=True)) for text in
+                ("AT+CGMR", "AT+CGSN", "ATI")]
+    return [(await channel.wait(r)).lines for r in requests]
+
+
+@pytest.mark.parametrize("probe_busy", [
+    0.6,                     # the probe's answer comes later than the old 0.4 s drain
+    PROBE_TIMEOUT + 0.2,     # probe 1 goes unanswered within its time and answers during probe 2
+])
+async def test_a_late_answer_after_the_probe_never_shifts_the_next_answers(mock_clock, probe_busy):
+    async with open_stack("bg96") as s:
+        own = await _identity(s.channel, s.at)
+        assert all(own)
+        # AT+CSQ answered after the probe was written (expected time FAST, then the quiet line)
+        s.emulator.stall(r"AT\+CSQ", FAST + 0.2)
+        s.emulator.stall(r"AT\+CMEE\?", probe_busy)  # the module is slow with the probe too
+        lost = s.channel.submit(s.at.cmd("AT+CSQ", prefix="+CSQ:"))
+        after = [s.channel.submit(s.at.cmd(text, bare_lines=True)) for text in
+                 ("AT+CGMR", "AT+CGSN", "ATI")]
+        with pytest.raises(CommandLost):
+            await s.channel.wait(lost)
+        assert [(await s.channel.wait(r)).lines for r in after] == own
+        assert await _identity(s.channel, s.at) == own
+        assert (await s.at.run("AT+CSQ", prefix="+CSQ:")).lines[0].startswith("+CSQ:")
+        counters = s.channel.protocol.counters
+        assert counters["stale_finals"] == 1
+        assert counters["late_probe_answers"] == (1 if probe_busy > PROBE_TIMEOUT else 0)
+
+
+async def test_the_supervisors_probe_is_attributed_too(mock_clock):
+    async with open_stack("bg96") as s:
+        own = await _identity(s.channel, s.at)
+        s.emulator.stall(r"AT\+CMEE\?", PROBE_TIMEOUT + 0.3)
+        assert not await s.channel.probe(PROBE_TIMEOUT)  # its answer comes later: a debt
+        assert s.channel.protocol.probe_debt == 1
+        assert await _identity(s.channel, s.at) == own  # the late +CMEE/OK never ends CGMR
+        assert s.channel.protocol.counters["late_probe_answers"] == 1
