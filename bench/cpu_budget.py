@@ -113,16 +113,26 @@ class Quota:
                 pass
 
 
-def switches(pid: int) -> int:
-    """Times any thread of `pid` was scheduled in (schedstat's third field, summed)."""
+def _schedstat(pid: int, field: int) -> int:
     total = 0
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                total += int(f.read().split()[2])
+                total += int(f.read().split()[field])
         except (OSError, IndexError):
             pass
     return total
+
+
+def switches(pid: int) -> int:
+    """Times any thread of `pid` was scheduled in (schedstat's third field, summed)."""
+    return _schedstat(pid, 2)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of `pid` in ns (schedstat's first field): the clock-tick
+    resolution of /proc/<pid>/stat is too coarse for a few seconds of a few % of a core."""
+    return _schedstat(pid, 0) / 1e9
 
 
 async def echo_both_ways(port: int, seconds: float) -> tuple[float, Checker]:
@@ -201,12 +211,12 @@ class Point:
 
 async def measure(point: Point, daemon: Daemon, port: int, servers: Servers, window: float,
                   tag: int) -> None:
-    stats, pid = daemon.stats, daemon.stats.pid
+    pid = daemon.stats.pid
 
     async def costed(what: str, run) -> float:
-        c0, s0 = stats.cpu(), switches(pid)
+        c0, s0 = cpu_seconds(pid), switches(pid)
         good, mb = await run()
-        point.cost(what, stats.cpu() - c0, switches(pid) - s0, mb)
+        point.cost(what, cpu_seconds(pid) - c0, switches(pid) - s0, mb)
         await trio.sleep(0.3)
         return good
 
@@ -233,11 +243,11 @@ async def measure(point: Point, daemon: Daemon, port: int, servers: Servers, win
 
 async def idle(daemon: Daemon, seconds: float) -> tuple[float, float]:
     """CPU share of one core and switches/s while serving with no traffic."""
-    stats, pid = daemon.stats, daemon.stats.pid
-    c0, s0, t0 = stats.cpu(), switches(pid), time.perf_counter()
+    pid = daemon.stats.pid
+    c0, s0, t0 = cpu_seconds(pid), switches(pid), time.perf_counter()
     await trio.sleep(seconds)
     dt = time.perf_counter() - t0
-    return (stats.cpu() - c0) / dt, (switches(pid) - s0) / dt
+    return (cpu_seconds(pid) - c0) / dt, (switches(pid) - s0) / dt
 
 
 def _ratio(values: Spread, base: Spread) -> Spread:
@@ -324,7 +334,8 @@ def _write(opts, report, quota: Quota, points: dict, window: float, idle_cpu: fl
     report.section(
         f"8b. Daemon CPU per MB moved at {BAUD} (no quota)", [
             "traffic", "CPU-seconds per MB", "task switches per MB"], cost_rows,
-        "Process CPU time (/proc/<pid>/stat utime + stime) over the bytes delivered; echo counts "
+        "Process CPU time (every thread's /proc/<pid>/task/*/schedstat run time, in ns) over the "
+        "bytes delivered; echo counts "
         "each byte twice (it crosses the line both ways). Switches: /proc/<pid>/task/*/schedstat.",
     )
     if quota.path:

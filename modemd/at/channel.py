@@ -535,11 +535,14 @@ class AtChannel:
         self._notify_watch()
 
     def _arm(self) -> None:
-        """The writer sleeps until the command in flight passes its expected time: move that
-        alarm (a cancel scope's deadline) instead of waking the writer for each command."""
+        """The writer sleeps until the command in flight passes its expected time. Its alarm (a
+        cancel scope's deadline) is only ever moved earlier here, for a command due sooner than
+        the alarm: a later check time (the next QISEND of a stream, a `>` that restarted the
+        clock) costs no deadline change per command; the writer finds it when the alarm rings
+        and sleeps again until then."""
         alarm = self._alarm
-        if alarm is not None:
-            alarm.deadline = self._check_at if self._current is not None else math.inf
+        if alarm is not None and self._current is not None and self._check_at < alarm.deadline:
+            alarm.deadline = self._check_at
 
     def _notify_watch(self) -> None:
         """The command in flight ended or got its `>`: wake `_quiet` if it watches for that."""
@@ -580,7 +583,6 @@ class AtChannel:
             self.observer.echo_back(request.command.name)
         request.finish(response, error)
         self._start_next()
-        self._arm()
         self._notify_watch()
 
     async def _flush(self) -> None:
@@ -596,13 +598,12 @@ class AtChannel:
                 if self._current is not None or self._writes:
                     continue
             self._wake = trio.Event()
-            # asleep until bytes wait to be written or the command in flight passes its check
-            # time (`_arm` moves the alarm as commands start, get their `>` and end: no wake-up
-            # per command)
+            # asleep until bytes wait to be written or the alarm rings (`_arm`: no wake-up per
+            # command); a command whose check time is still ahead just re-arms it
             try:
                 with trio.CancelScope() as alarm:
                     self._alarm = alarm
-                    self._arm()
+                    self._arm()  # from infinity to the current command's check time, if any
                     await self._wake.wait()
             finally:
                 self._alarm = None
