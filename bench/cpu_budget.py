@@ -238,7 +238,7 @@ async def measure(point: Point, daemon: Daemon, port: int, servers: Servers, win
     good, rtts = await mix(port, servers, window)
     point.mix.add(good)
     point.small_p50.add(pct(rtts, .5) * 1e3)
-    await trio.sleep(0.3)
+    await trio.sleep(2.0)  # the mix's 12 closes (QICLOSE each) end before the next CPU window
 
 
 async def idle(daemon: Daemon, seconds: float) -> tuple[float, float]:
