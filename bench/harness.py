@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 import tty
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
@@ -321,6 +321,7 @@ class Daemon:
         self.started = 0.0
         self.ready_at: float | None = None
         self.ready = trio.Event()
+        self.on_start: Callable[[int], None] | None = None  # e.g. put the pid in a cgroup
 
     @asynccontextmanager
     async def running(self):
@@ -346,6 +347,8 @@ class Daemon:
                 trio.run_process, args, stdout=subprocess.DEVNULL, stderr=log, check=False,
                 env=env, cwd=str(self.src),
             ))
+            if self.on_start is not None:
+                self.on_start(self.proc.pid)
             try:
                 with trio.fail_after(30):
                     await self.ready.wait()

@@ -5,6 +5,7 @@
     .venv/bin/python bench/run.py                # full: longer windows + the 10-minute slow reader
     .venv/bin/python bench/run.py --daemon-src /tmp/modemd-before   # the daemon from another tree
     .venv/bin/python bench/run.py --only faults  # one section (repeatable; faults: lost commands)
+    .venv/bin/python bench/run.py --only cpu-budget   # the daemon under a CPU quota (root: cgroup)
 
 Everything runs on this machine: real TCP clients -> a real modemd process (`python -m modemd.cli`)
 -> a real pty -> the emulator process (`python -m modemd.emulator --baud N`, a token-bucket-paced
@@ -33,6 +34,7 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from cpu_budget import cpu_budget  # noqa: E402
 from harness import (  # noqa: E402
     DOWN,
     ECHO,
@@ -91,6 +93,8 @@ class Opts:
     out: Path
     only: set[str] = field(default_factory=set)
     lost: int = 60          # commands lost on the line in the fault section
+    budget_seconds: float = 6.0  # window of one cpu-budget measurement
+    idle_seconds: float = 300.0  # idle CPU while serving (cpu-budget)
 
     def window(self, baud: int) -> float:
         if not baud:
@@ -836,7 +840,9 @@ async def main(opts: Opts) -> None:
                 await line_rate(opts, report, servers)
             if want("faults"):
                 await lost_commands(opts, report, tmp, servers)
-            if opts.only and opts.only <= {"line", "faults"}:
+            if want("cpu-budget"):
+                await cpu_budget(opts, report, tmp, servers)
+            if opts.only and opts.only <= {"line", "faults", "cpu-budget"}:
                 nursery.cancel_scope.cancel()
                 write_report(opts, report, (time.perf_counter() - t_start) / 60)
                 return
@@ -914,10 +920,12 @@ def parse_args(argv: list[str] | None = None) -> Opts:
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.md")
     p.add_argument("--only", action="append", default=[],
                    choices=["line", "bulk", "latency", "fairness", "cost", "slow", "recovery",
-                            "faults"],
+                            "faults", "cpu-budget"],
                    help="run only these sections (repeatable)")
     p.add_argument("--lost", type=int, default=60,
                    help="commands lost in the fault section (default 60; the target needs > 50)")
+    p.add_argument("--idle-seconds", type=float, default=None,
+                   help="cpu-budget: idle CPU window (default 300 s; 60 s in quick mode)")
     a = p.parse_args(argv)
     quick = a.quick
     return Opts(
@@ -929,6 +937,8 @@ def parse_args(argv: list[str] | None = None) -> Opts:
         cost_seconds=1.5 if quick else 4.0,
         slow_minutes=a.slow_minutes if a.slow_minutes is not None else (0.0 if quick else 10.0),
         src=a.daemon_src.resolve(), out=a.out, only=set(a.only), lost=a.lost,
+        budget_seconds=3.0 if quick else 6.0,
+        idle_seconds=a.idle_seconds if a.idle_seconds is not None else (60.0 if quick else 300.0),
     )
 
 

@@ -260,6 +260,8 @@ class Metrics(Observer):
             "modemd_at_urcs_total", "Unsolicited result codes by type.", ["type"], registry=r
         )
         self._urc_children: dict[type, Any] = {}
+        # one per AT command on the data path (each QISEND): labelled children looked up once
+        self._command_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.at_unknown_lines = Counter(
             "modemd_at_unknown_lines_total",
             "Lines from the module that were neither a response nor a known URC.",
@@ -536,9 +538,15 @@ class Metrics(Observer):
         return name
 
     def command_done(self, name: str, seconds: float, final: str) -> None:
-        command = self._command(name)
-        self.at_duration.labels(command).observe(max(0.0, seconds))
-        self.at_results.labels(command, result_kind(final)).inc()
+        children = self._command_children.get((name, final))
+        if children is None:
+            command = self._command(name)
+            children = (self.at_duration.labels(command),
+                        self.at_results.labels(command, result_kind(final)))
+            if len(self._command_children) < 4 * MAX_COMMANDS:
+                self._command_children[(name, final)] = children
+        children[0].observe(max(0.0, seconds))
+        children[1].inc()
 
     def command_timeout(self, name: str) -> None:
         self.at_timeouts.labels(self._command(name)).inc()

@@ -160,3 +160,22 @@ async def test_echo_while_ate0_is_in_effect_is_reported(mock_clock):
         await s.channel.command(s.at.cmd("ATE1"))  # as a module that restarted unseen would be
         await s.at.csq()
         assert rec.echo == ["AT+CSQ"] and s.channel.echo_lines >= 1
+
+
+async def test_a_command_lost_behind_a_flowchart_command_is_found_at_its_own_expected_time(
+    mock_clock,
+):
+    """The writer sleeps on one alarm that the channel only moves earlier: while AT+QIACT (no
+    expected time, a 150 s deadline) runs, the alarm is far away; the AT+CSQ written the moment
+    QIACT answers must pull it in, or its loss would be found only at QIACT's deadline."""
+    async with open_stack("bg96", qiact_delay=5.0) as s:
+        await s.at.qicsgp(1, "internet")
+        s.emulator.lose_command(r"AT\+CSQ")
+        qiact = s.channel.submit(s.at.cmd("AT+QIACT=1", timeout=150.0))
+        csq = s.channel.submit(s.at.cmd("AT+CSQ", prefix="+CSQ:"))  # written at QIACT's OK
+        await s.channel.wait(qiact)
+        t0 = trio.current_time()
+        with pytest.raises(CommandLost), trio.fail_after(60):  # (QIACT's deadline: 150 s)
+            await s.channel.wait(csq)
+        assert trio.current_time() - t0 <= FAST + QUIET_MAX + PROBE_TIMEOUT
+        assert await s.at.csq()

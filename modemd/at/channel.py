@@ -242,7 +242,9 @@ class AtChannel:
         self._pending: deque[_Request] = deque()  # submitted, not written yet, in order
         self._running = False                      # run() is on: submit() may write at once
         self._writes: deque[bytes] = deque()  # what the tty did not take at once, in order
-        self._wake = trio.Event()              # the writer: written, finished, or more to write
+        self._wake = trio.Event()              # the writer: bytes the tty did not take, or _quiet
+        self._watching = False                 # _quiet waits for the command's end or its `>`
+        self._alarm: trio.CancelScope | None = None  # the writer's wait: due at the check time
         self._rouse = trio.Event()             # the reader, in a paced wait: a command was written
         self._started = 0.0                    # trio time the current command was written
         self._deadline = math.inf
@@ -286,8 +288,7 @@ class AtChannel:
         request = _Request(command, after, after_ok)
         self._pending.append(request)
         if self._running and self._current is None:
-            self._start_next()  # idle: write it now; the writer wakes to arm its deadline
-            self._wake.set()
+            self._start_next()  # idle: write it now (_start arms the writer's alarm)
         return request
 
     async def wait(self, request: _Request, *, check: bool = True) -> Response:
@@ -348,7 +349,6 @@ class AtChannel:
         self._pending.appendleft(request)
         if self._running and self._current is None:
             self._start_next()
-            self._wake.set()
         try:
             await self.wait(request, check=False)
         except AtTimeout:
@@ -542,6 +542,7 @@ class AtChannel:
             expect, command.timeout)
         self._prompted = False
         self.commands_sent += 1
+        self._arm()
         self._write(line)
 
     def _start_next(self) -> None:
@@ -558,7 +559,23 @@ class AtChannel:
         if expect is not None and current is not None and current.command.data is not None:
             wire = self._wire_time(len(current.command.data))
             self._check_at = min(self._deadline, trio.current_time() + wire + expect)
-        self._wake.set()
+        self._arm()
+        self._notify_watch()
+
+    def _arm(self) -> None:
+        """The writer sleeps until the command in flight passes its expected time. Its alarm (a
+        cancel scope's deadline) is only ever moved earlier here, for a command due sooner than
+        the alarm: a later check time (the next QISEND of a stream, a `>` that restarted the
+        clock) costs no deadline change per command; the writer finds it when the alarm rings
+        and sleeps again until then."""
+        alarm = self._alarm
+        if alarm is not None and self._current is not None and self._check_at < alarm.deadline:
+            alarm.deadline = self._check_at
+
+    def _notify_watch(self) -> None:
+        """The command in flight ended or got its `>`: wake `_quiet` if it watches for that."""
+        if self._watching:
+            self._wake.set()
 
     def _wire_time(self, size: int) -> float:
         """Seconds `size` bytes take on the line (10 bits a byte; 0 when the baud rate is unknown)."""
@@ -573,7 +590,6 @@ class AtChannel:
         if self._hold and self._suspect is None:
             self._hold = False
             self._start_next()
-            self._wake.set()
 
     def _end_current(self, response: Response | None = None,
                      error: BaseException | None = None) -> None:
@@ -590,7 +606,7 @@ class AtChannel:
         self._echo_noticed(request.command.name)
         request.finish(response, error)
         self._start_next()
-        self._wake.set()
+        self._notify_watch()
 
     def _echo_noticed(self, name: str) -> None:
         """An echo while ATE0 is in effect: the module restarted (told once)."""
@@ -612,15 +628,19 @@ class AtChannel:
                 self._start_next()  # after a timeout, or queued before the writer ran
                 if self._current is not None or self._writes:
                     continue
-            current = self._current
             self._wake = trio.Event()
-            if current is None:
-                await self._wake.wait()  # submit() or a reader event has work for us
-                continue
-            with trio.move_on_at(self._check_at):
-                await self._wake.wait()
-                continue  # finished (maybe the next one started), a `>`, or something to write
-            if self._current is current:
+            # asleep until bytes wait to be written or the alarm rings (`_arm`: no wake-up per
+            # command); a command whose check time is still ahead just re-arms it
+            try:
+                with trio.CancelScope() as alarm:
+                    self._alarm = alarm
+                    self._arm()  # from infinity to the current command's check time, if any
+                    await self._wake.wait()
+            finally:
+                self._alarm = None
+            current = self._current
+            if (alarm.cancelled_caught and current is not None
+                    and trio.current_time() >= self._check_at):
                 if current.command.expect is None:
                     self._timeout(current)
                 else:
@@ -641,6 +661,13 @@ class AtChannel:
         limit = trio.current_time() + most
         if request is not None:
             self._wake = trio.Event()
+            self._watching = True
+        try:
+            await self._quiet_until(request, limit)
+        finally:
+            self._watching = False
+
+    async def _quiet_until(self, request: _Request | None, limit: float) -> None:
         while True:
             now = trio.current_time()
             quiet_at = self.last_rx + QUIET

@@ -171,7 +171,8 @@ class AtProtocol:
         if self.in_flight is not None:
             raise ProtocolError(f"{self.in_flight.text} is still in flight")
         text = command.text
-        if not text[:2].upper() == "AT" or any(ord(c) < 0x20 or ord(c) > 0x7E for c in text):
+        # printable ASCII only (0x20-0x7E), checked in C: this runs for every QISEND
+        if not text[:2].upper() == "AT" or not (text.isascii() and text.isprintable()):
             raise ProtocolError(f"refusing to send a malformed command line {text!r}")
         self.in_flight = command
         self._response = Response(command)

@@ -14,6 +14,7 @@ Close paths (docs: issue 3):
 from __future__ import annotations
 
 import logging
+import os
 
 import trio
 
@@ -100,8 +101,23 @@ class Bridge:
             except LOCAL_ERRORS:
                 pass
 
+    def _deliver_nowait(self, data: bytes) -> int:
+        """Pushed data straight from the AT reader to the client while `_downstream` waits with
+        nothing queued: what the client's socket takes now (0: `_downstream` sends it, and
+        raises the error, if any)."""
+        try:
+            sent = os.write(self.local.socket.fileno(), data)
+        except OSError:  # full (EAGAIN), or the client is gone: the task's send_all tells
+            return 0
+        self.flow.bytes_down += sent
+        self.last_down = trio.current_time()
+        return sent
+
     async def _downstream(self) -> None:
-        """Module -> client, one QIRD at a time: a slow client throttles the remote's window."""
+        """Module -> client, one QIRD at a time: a slow client throttles the remote's window.
+        Pushed data usually bypasses this task (`_deliver_nowait`); it sends what the client's
+        socket did not take at once, buffer-mode reads, and the EOF."""
+        self.msock.deliver_nowait = self._deliver_nowait
         try:
             while data := await self.msock.receive():
                 self.gauge.add(len(data))
@@ -116,6 +132,8 @@ class Bridge:
             return self._end(LOCAL_GONE)
         except SocketError as exc:
             return self._end(FAILED, exc)
+        finally:
+            self.msock.deliver_nowait = None
         self.remote_eof.set()
         self._end(REMOTE_EOF)
 
