@@ -48,15 +48,18 @@ def is_urc(text: str) -> bool:
     return text in URC_WORDS or text.startswith(URC_PREFIXES)
 
 
-def split_fields(text: str) -> list[str]:
-    """Split 'a,"b,c",d' into ['a', 'b,c', 'd']; quotes (also “ ”) are removed."""
+def split_fields(text: str, *, keep_quotes: bool = False) -> list[str]:
+    """Split 'a,"b,c",d' into ['a', 'b,c', 'd']; quotes (also “ ”) are removed, or kept with
+    `keep_quotes` (where a quoted field must not be mistaken for a number)."""
     fields: list[str] = []
     cur: list[str] = []
     quoted = False
     for ch in text:
         if ch in '"“”':
             quoted = not quoted
-        elif ch == "," and not quoted:
+            if not keep_quotes:
+                continue
+        if ch == "," and not quoted:
             fields.append("".join(cur).strip())
             cur = []
         else:
@@ -309,19 +312,7 @@ def _qiactex(text: str, f: list[str], data: bytes | None) -> Urc:
 
 def _raw_fields(text: str) -> list[str]:
     """Split on commas outside quotes, keeping the quotes (a quoted field is never the stat)."""
-    fields: list[str] = []
-    cur: list[str] = []
-    quoted = False
-    for ch in text:
-        if ch in '"“”':
-            quoted = not quoted
-        if ch == "," and not quoted:
-            fields.append("".join(cur).strip())
-            cur = []
-        else:
-            cur.append(ch)
-    fields.append("".join(cur).strip())
-    return fields
+    return split_fields(text, keep_quotes=True)
 
 
 def _bare_number(raw: str) -> bool:
