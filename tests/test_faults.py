@@ -148,6 +148,22 @@ def streamer(data: bytes):
     return handler
 
 
+def gated_streamer(data: bytes, split: int, gate: trio.Event):
+    """`streamer`, but the bytes from `split` on are sent only once `gate` is set: a fault armed
+    before setting it is sure to meet data still on its way through the module (on a starved
+    machine the whole stream may otherwise pass before the test arms the fault)."""
+
+    async def handler(stream, server):
+        await stream.send_all(data[:split])
+        await gate.wait()
+        view = memoryview(data)
+        for i in range(split, len(view), 16384):
+            await stream.send_all(view[i : i + 16384])
+        await trio.sleep_forever()
+
+    return handler
+
+
 # -- QIOPEN result codes, DNS ---------------------------------------------------------------------
 async def test_every_qiopen_result_code_through_a_forward_and_socks(caplog):
     """+QIOPEN: id,<550..574>: a forward client is reset, a SOCKS client gets the reply of the code's
@@ -202,14 +218,16 @@ async def test_garbage_inside_a_payload_resets_and_never_corrupts(mode, caplog):
     overruns its announced length, so its bytes are not delivered; the client is reset (it got a
     prefix of the stream, nothing else)."""
     data = payload(300_000)
+    gate = trio.Event()
     async with modem(proxy_cfg=ProxyConfig(direct_push=mode == "push"), baud=921600) as rig, \
-            tcp_server(streamer(data)) as server:
+            tcp_server(gated_streamer(data, 100_000, gate)) as server:
         port = free_port()
         async with running_proxy(rig, proxy_config(forward_toml("g", f"tcp:127.0.0.1:{port}",
                                                                 server.port))) as proxy:
             client = await trio.open_tcp_stream("127.0.0.1", port)
             got = await recv_exactly(client, 50_000)
             rig.emu.qird_fault("garbage")
+            gate.set()  # the rest of the stream passes the module after the fault is armed
             rest, how = await read_until_end(client)
             got += rest
             assert how == "reset"
