@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from modemd.at.framer import Framer
-from modemd.at.pacer import BEHIND, LINGER_FRAME, MAX_WAIT, MIN_MISSING, ReadPacer
+from modemd.at.pacer import BEHIND, LINGER_BYTES, MAX_WAIT, MIN_MISSING, ReadPacer
 
 
 def test_a_small_rest_is_never_waited_for():
@@ -88,10 +88,26 @@ def test_a_saturated_line_with_nothing_in_flight_is_read_once_a_frame():
     pacer = ReadPacer()
     now = _streaming(pacer)
     wait = pacer.after_read(now, 1068, 0, idle=True)         # frame 2 complete, line still busy
-    assert wait == pytest.approx(min(1528, LINGER_FRAME) / pacer.rate)  # about one frame
-    assert 0.015 < wait < 0.018 and pacer.lingers == 2  # after frame 1 too
-    # the next read holds the whole next frame; the line still streams: wait again
-    assert pacer.after_read(now + wait, 1528, 0, idle=True) == pytest.approx(wait, rel=0.05)
+    assert wait == pytest.approx(LINGER_BYTES / pacer.rate)  # about two frames
+    assert 0.030 < wait < 0.036 and pacer.lingers == 2  # after frame 1 too
+    # the next read holds the next two frames; the line still streams: wait again
+    assert pacer.after_read(now + wait, 3056, 0, idle=True) == pytest.approx(wait, rel=0.05)
+
+
+def test_a_stream_of_small_frames_is_read_two_frames_worth_at_a_time():
+    """The wait is about bytes, not frames: a saturated line of 100-byte pushes is read about
+    LINGER_BYTES at a time too, and a read that held more than that never waits."""
+    pacer = ReadPacer()
+    now = _streaming(pacer)  # the rate is known from a payload read in parts
+    now += 1068 / pacer.rate
+    wait = pacer.after_read(now, 1068, 0, idle=True)
+    rate = pacer.rate
+    for _ in range(3):  # then 128-byte frames, back to back
+        now += 128 / rate
+        wait = pacer.after_read(now, 128, 0, idle=True)
+        assert wait == pytest.approx(LINGER_BYTES / pacer.rate)
+    assert pacer.after_read(now + wait, BEHIND + 1, 0, idle=True) == 0.0
+    assert LINGER_BYTES < BEHIND < 4096  # below what one read of an N_TTY line can return
 
 
 def test_no_wait_between_frames_with_a_command_in_flight_or_behind_or_after_a_pause():

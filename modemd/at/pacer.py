@@ -1,4 +1,4 @@
-"""When to read the port next, so that a bulk stream costs about one wake-up per frame.
+"""When to read the port next, so that a bulk stream costs about one wake-up per two frames.
 
 A UART (or the tty layer above it) hands bytes over in small bursts, so a 1500-byte `+QIRD` answer
 or direct push at 921600 baud arrives in several reads, at 115200 in dozens, each costing a wake-up
@@ -8,9 +8,11 @@ Two waits avoid them:
 - inside a payload: nothing else can arrive on the line before the payload's last byte, so waiting
   until then costs no latency (the payload is useless until complete);
 - between frames while the line is saturated and no command is in flight: the module is streaming
-  (direct push), the next frame is already on the wire, so wait about one frame's time before
-  reading again. The caller wakes the reader early when it writes a command. Never when a read
-  held more than a frame: then the reader is behind the line and must not wait at all.
+  (direct push), the next frames are already on the wire, so wait until about two 1500-byte frames
+  are buffered before reading again (LINGER_BYTES: one wake-up, one scheduler pass and one timer
+  per two frames instead of per frame; a wake-up costs more than the parsing of a frame). The
+  caller wakes the reader early when it writes a command. Never when a read held more than that:
+  then the reader is behind the line and must not wait at all.
 
 The waits come from the *measured* arrival rate (bytes over the time the line was known busy), never
 from the configured baud, so a USB port far faster than its nominal baud is not slowed; the estimate
@@ -26,8 +28,11 @@ MIN_MISSING = 512  # bytes: a smaller rest is read as it comes (a timer wakes ~1
                    # small message would feel, while a bulk stream saves nothing worth it)
 MIN_PERIOD = 0.01  # s: a busy period shorter than this gives no rate sample (once one exists)
 SATURATED = 0.75  # a read interval that carried this share of the rate: the line is streaming
-LINGER_FRAME = 1536  # bytes: the longest frame waited for (a 1500-byte push and its header)
-BEHIND = 4096  # bytes: a larger read held several frames: we are behind the line, never wait
+#: bytes waited for between reads of a stream: two 1500-byte pushes with their headers. It stays
+#: below BEHIND and below the 4 KB that one read of an N_TTY line returns at most (its read
+#: buffer), so a stream read this way is never taken for a reader that fell behind
+LINGER_BYTES = 3072
+BEHIND = 3584  # bytes: a larger read held more than it waited for: behind the line, never wait
 
 
 class ReadPacer:
@@ -36,7 +41,6 @@ class ReadPacer:
         self._busy_since: float | None = None  # the line has been busy since then, without a gap
         self._busy_bytes = 0             # bytes read after _busy_since
         self._last_read: float | None = None
-        self._frame = 0                  # bytes read since the current frame's first byte
         self.waits = 0
         self.lingers = 0
 
@@ -45,15 +49,13 @@ class ReadPacer:
         `idle`: no command is in flight. How long to wait before reading again (0: at once)."""
         self._measure(now, received)
         previous, self._last_read = self._last_read, now
-        self._frame += received
         if missing:
             self._busy(now)
             return self._payload_wait(missing)
-        frame, self._frame = self._frame, 0
         if not idle or not self.rate or previous is None or now <= previous:
             self._busy_since = None
             return 0.0
-        wait = min(frame, LINGER_FRAME) / self.rate
+        wait = LINGER_BYTES / self.rate
         if (received > BEHIND or received / (now - previous) < SATURATED * self.rate
                 or wait < MIN_WAIT):
             self._busy_since = None
@@ -65,7 +67,6 @@ class ReadPacer:
     def nothing_read(self) -> None:
         """A read after a wait found nothing: the stream ended, no sample from that wait."""
         self._busy_since = None
-        self._frame = 0
 
     def _busy(self, now: float) -> None:
         if self._busy_since is None:
