@@ -396,3 +396,51 @@ async def test_a_command_written_during_a_paced_wait_is_answered_without_waiting
     finally:
         port.close()
         await module.aclose()
+
+
+async def test_a_chain_writes_its_next_qisend_at_send_ok_and_gives_way_to_queued_commands():
+    """submit_stream: the reader asks for the next chunk only at a SEND OK and writes it at once
+    (the sender is not woken per chunk); a command queued meanwhile goes at the next SEND OK
+    (the chain gives way); SEND FAIL ends the chain with that outcome, nothing written after."""
+    a, b = trio.testing.memory_stream_pair()
+    transport = _RecordingTransport(a)
+    at = QuectelAt(AtChannel(transport), BG96)
+    chunks = [b"bbbb", b"cccc", b"dddd"]
+    asked: list[bool] = []
+
+    def next_chunk(queued: bool) -> bytes | None:
+        asked.append(queued)
+        return None if queued or not chunks else chunks.pop(0)
+
+    async def answer(expect: bytes, reply: bytes) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        assert bytes(transport.written) == expect
+        transport.written.clear()
+        await b.send_all(reply)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(at.channel.run)
+        request = at.submit_stream(0, b"aaaa", next_chunk)
+        await answer(b"AT+QISEND=0,4\r", b"\r\n> ")
+        await answer(b"aaaa", b"\r\nSEND OK\r\n")
+        await trio.testing.wait_all_tasks_blocked()
+        assert asked == [False]                        # asked once, at SEND OK
+        await answer(b"AT+QISEND=0,4\r", b"\r\n> ")
+        await answer(b"bbbb", b"\r\nSEND OK\r\n")
+        await trio.testing.wait_all_tasks_blocked()  # the reader wrote the next QISEND
+        other = at.channel.submit(Command("AT+CSQ", prefix="+CSQ:"))  # queued behind the chain
+        await answer(b"AT+QISEND=0,4\r", b"\r\n> ")
+        await answer(b"cccc", b"\r\nSEND OK\r\n")
+        await trio.testing.wait_all_tasks_blocked()
+        assert asked == [False, False, True]          # the chain gave way at that SEND OK
+        assert (await at.wait_send(request)).final == "SEND OK"
+        await answer(b"AT+CSQ\r", b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+        assert (await at.channel.wait(other)).lines == ["+CSQ: 20,99"]
+        request = at.submit_stream(0, b"dddd", next_chunk)
+        await answer(b"AT+QISEND=0,4\r", b"\r\n> ")
+        await answer(b"dddd", b"\r\nSEND FAIL\r\n")
+        assert (await at.wait_send(request)).final == "SEND FAIL"
+        assert len(asked) == 3                        # never asked after SEND FAIL
+        await trio.testing.wait_all_tasks_blocked()
+        assert transport.written == b""
+        nursery.cancel_scope.cancel()

@@ -1,5 +1,5 @@
 """ModuleSocket against a scripted QuectelAt facade: the cases the emulator cannot produce on
-demand (a total that covers part of a chunk, filler completing a lost prompt, every pipeline position
+demand (a total that covers part of a chunk, filler completing a lost prompt, every chain position
 of an uncertain chunk, a garbled +QIRD header, totals that disagree at EOF). No pty: the facade is the
 socket layer's only view of the module."""
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pytest
 import trio
 
-from modemd.at.channel import AtSkipped, CommandLost
+from modemd.at.channel import CommandLost
 from modemd.at.commands import ReadResult, ReadTotals, SendAck
 from modemd.at.protocol import Command, Response
 from modemd.profiles import get_profile
@@ -24,8 +24,7 @@ from modemd.sockets.stats import SocketStats
 @dataclass
 class _Req:
     chunk: bytes
-    after: _Req | None
-    ok: bool = False
+    next_chunk: object = None  # a chain (submit_stream): the socket's source of the next chunk
     withdrawn: bool = False
 
 
@@ -73,37 +72,44 @@ class ScriptedAt:
     def set_push(self, connect_id: int, on: bool) -> None:
         pass
 
-    def submit_send(self, connect_id, data, remote=None, *, after=None):
-        return _Req(data, after)
+    def submit_send(self, connect_id, data, remote=None):
+        return _Req(data)
 
-    @staticmethod
-    def withdraw(request) -> None:
-        request.withdrawn = True
+    def submit_stream(self, connect_id, first, next_chunk):
+        return _Req(first, next_chunk)
 
     async def wait_send(self, req: _Req) -> Response:
+        """Like the channel's chain: the next chunk is asked for only at a SEND OK."""
         await trio.lowlevel.checkpoint()
         assert not req.withdrawn
-        if req.after is not None and not req.after.ok:
-            raise AtSkipped("the one before did not succeed")
-        self.written.append(req.chunk)
+        while True:
+            response = self._one(req.chunk)
+            if response.final != "SEND OK" or req.next_chunk is None:
+                return response
+            chunk = req.next_chunk(False)
+            if chunk is None:
+                return response
+            req.chunk = chunk
+
+    def _one(self, chunk: bytes) -> Response:
+        self.written.append(chunk)
         step = self.script.popleft() if self.script else "ok"
-        command = Command(f"AT+QISEND=0,{len(req.chunk)}", data=req.chunk)
+        command = Command(f"AT+QISEND=0,{len(chunk)}", data=chunk)
         if step == "ok":
-            self.module += req.chunk
-            req.ok = True
+            self.module += chunk
             return Response(command, "SEND OK")
         if step == "error":
             return Response(command, "ERROR")
         if step == "lost_final":
-            self.module += req.chunk
+            self.module += chunk
             raise CommandLost(command, 1.5, data_written=True)
         if step == "lost_cmd":
             raise CommandLost(command, 1.5)
         if step == "junk":
-            self.module += b"\0" * len(req.chunk)
+            self.module += b"\0" * len(chunk)
             raise CommandLost(command, 1.5, data_written=True, junk=True)
         assert step == "partial"
-        self.module += req.chunk[: len(req.chunk) // 2]
+        self.module += chunk[: len(chunk) // 2]
         raise CommandLost(command, 1.5, data_written=True)
 
     async def qisend_ack(self, connect_id: int) -> SendAck:

@@ -5,8 +5,9 @@ Two tasks share one sans-IO AtProtocol:
   channels; direct-push data to the socket layer's sink). It also acts on the command in flight at
   once, without a task switch: it writes the QISEND payload when the `>` prompt is parsed, and when
   a final result is parsed it finishes the command and writes the next queued one (manual note 1:
-  the next command only after the final result of the previous one; with `submit(after=...)` a
-  socket keeps its next QISEND queued, so nothing stands between SEND OK and the next command);
+  the next command only after the final result of the previous one; a chained request,
+  `submit(follow=...)`, gets its next QISEND from its socket right there, so nothing stands
+  between SEND OK and the next command and the socket's task is not woken per chunk);
 - a line, and so a final result, is complete at its LF: when the last byte read is a line's CR, the
   reader waits a few character times for the LF (nothing is written meanwhile, so a module whose
   output is split between CR and LF never receives the next command while still printing); silence
@@ -153,10 +154,6 @@ class CommandLost(AtError):
         self.junk = junk
 
 
-class AtSkipped(AtError):
-    """Not written: the command it was queued behind (`submit(after=...)`) did not succeed."""
-
-
 class ChannelClosed(AtError):
     """The port went away or the channel stopped; the command was not (fully) executed."""
 
@@ -184,26 +181,25 @@ class Observer:
     def urc_dropped(self, urc: Urc) -> None: ...
 
 
-class _Request:
-    __slots__ = ("command", "done", "response", "error", "withdrawn", "after", "after_ok", "urgent")
+#: a chained request's source of its next command (see `AtChannel.submit`): called by the reader
+#: with the response that ended the current one in `follow_ok`, and whether other commands wait
+Follow = Callable[[Response, bool], "Command | None"]
 
-    def __init__(self, command: Command, after: _Request | None = None,
-                 after_ok: frozenset[str] = frozenset(), urgent: bool = False) -> None:
+
+class _Request:
+    __slots__ = ("command", "done", "response", "error", "withdrawn", "urgent", "follow",
+                 "follow_ok")
+
+    def __init__(self, command: Command, urgent: bool = False, follow: Follow | None = None,
+                 follow_ok: frozenset[str] = frozenset()) -> None:
         self.command = command
         self.done = trio.Event()
         self.response: Response | None = None
         self.error: BaseException | None = None
         self.withdrawn = False
-        self.after = after        # written only if this one ended with a final in after_ok
-        self.after_ok = after_ok
         self.urgent = urgent      # a probe: written ahead of the queue, even while it is held
-
-    def succeeded(self, finals: frozenset[str]) -> bool:
-        response = self.response
-        return (
-            self.done.is_set() and self.error is None and response is not None
-            and response.final in finals and not response.corrupt
-        )
+        self.follow = follow      # a chain: the next command, written by the reader at once
+        self.follow_ok = follow_ok
 
     def finish(self, response: Response | None = None, error: BaseException | None = None) -> None:
         self.response, self.error = response, error
@@ -277,15 +273,20 @@ class AtChannel:
         """Run `command`; raise AtCommandError on ERROR/+CME ERROR when `check`, AtTimeout."""
         return await self.wait(self.submit(command), check=check)
 
-    def submit(self, command: Command, *, after: _Request | None = None,
-               after_ok: frozenset[str] = frozenset()) -> _Request:
-        """Queue `command` without waiting for it (see `wait`). With `after`, it is written only
-        if that earlier request ended with a final result in `after_ok`, else it ends with
-        AtSkipped: a socket keeps its next QISEND queued behind the one in flight (pipelining:
-        the channel writes it the moment SEND OK arrives) without ever sending out of order."""
+    def submit(self, command: Command, *, follow: Follow | None = None,
+               follow_ok: frozenset[str] = frozenset()) -> _Request:
+        """Queue `command` without waiting for it (see `wait`).
+
+        With `follow`, the request is a chain: when a command of it ends with a final result in
+        `follow_ok` (not garbled, the caller still waiting), the reader calls
+        `follow(response, queued)` (`queued`: other commands wait) and writes the command it
+        returns at once, as the same request; the request ends (its waiter wakes) with the
+        first final outside `follow_ok`, an error, or when `follow` returns None. A bulk upload
+        thus costs its sending task no wake-up per QISEND, the line no gap between SEND OK and
+        the next command, and other commands still go at the first SEND OK after they queue."""
         if self._closed is not None:
             raise ChannelClosed(str(self._closed) or "AT channel is closed")
-        request = _Request(command, after, after_ok)
+        request = _Request(command, follow=follow, follow_ok=follow_ok)
         self._pending.append(request)
         if self._running and self._current is None:
             self._start_next()  # idle: write it now (_start arms the writer's alarm)
@@ -518,14 +519,8 @@ class AtChannel:
         self._wake.set()
 
     def _start(self, request: _Request) -> None:
-        """Write `request` (the channel is idle) unless it was withdrawn or its guard failed."""
+        """Write `request` (the channel is idle) unless it was withdrawn."""
         if request.withdrawn:
-            return
-        after = request.after
-        if after is not None and not after.succeeded(request.after_ok):
-            request.finish(error=AtSkipped(
-                f"{request.command.name}: not sent, the command before it did not succeed"
-            ))
             return
         try:
             line = self.protocol.send(request.command)
@@ -603,10 +598,29 @@ class AtChannel:
             self.observer.command_done(
                 request.command.name, trio.current_time() - self._started, response.final
             )
+            if self._followed(request, response):
+                return
         self._echo_noticed(request.command.name)
         request.finish(response, error)
         self._start_next()
         self._notify_watch()
+
+    def _followed(self, request: _Request, response: Response) -> bool:
+        """A chain goes on: its next command is written now, as the same request (`submit`)."""
+        follow = request.follow
+        if (follow is None or request.withdrawn or response.corrupt
+                or response.final not in request.follow_ok):
+            return False
+        command = follow(response, bool(self._pending) or self._hold)
+        if command is None:
+            return False
+        self._echo_noticed(request.command.name)
+        request.command = command
+        self._start(request)
+        if self._current is not request:  # a malformed command: it failed, the queue goes on
+            self._start_next()
+        self._notify_watch()
+        return True
 
     def _echo_noticed(self, name: str) -> None:
         """An echo while ATE0 is in effect: the module restarted (told once)."""

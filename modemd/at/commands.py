@@ -484,24 +484,32 @@ class QuectelAt:
         return urcs
 
     def submit_send(
-        self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None, *,
-        after: object | None = None,
+        self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None
     ) -> object:
-        """Queue one QISEND without waiting for it (the socket layer's 2-deep pipeline). With
-        `after` (an earlier submit_send), it is written only if that one got SEND OK, else it
-        ends with AtSkipped: never out of order, never behind an uncertain chunk."""
-        return self.channel.submit(self.send_command(connect_id, data, remote),
-                                   after=after, after_ok=SEND_OK)  # type: ignore[arg-type]
+        """Queue one QISEND without waiting for it (see `wait_send`)."""
+        return self.channel.submit(self.send_command(connect_id, data, remote))
+
+    def submit_stream(
+        self, connect_id: int, first: bytes, next_chunk: Callable[[bool], bytes | None]
+    ) -> object:
+        """Queue a chain of stream QISENDs (channel.submit's `follow`): `first`, then, at each
+        SEND OK, the chunk `next_chunk(queued)` returns, written by the reader at once; `queued`
+        says other commands wait (return None to let them go first). It is called only when
+        the chunk in flight got SEND OK, so exactly the chunks it was called for are sent. The
+        request ends at the first other outcome (SEND FAIL, ERROR, lost) or when `next_chunk`
+        returns None: `wait_send` gives that last command's outcome."""
+
+        def follow(response: Response, queued: bool) -> Command | None:
+            chunk = next_chunk(queued)
+            return None if chunk is None else self.send_command(connect_id, chunk)
+
+        return self.channel.submit(self.send_command(connect_id, first), follow=follow,
+                                   follow_ok=SEND_OK)  # type: ignore[arg-type]
 
     async def wait_send(self, request: object) -> Response:
-        """The response of a submit_send (ERROR is returned, not raised; CommandLost,
-        AtTimeout, AtSkipped and ChannelClosed are raised)."""
+        """The response of a submit_send or submit_stream (ERROR is returned, not raised;
+        CommandLost, AtTimeout and ChannelClosed are raised)."""
         return await self.channel.wait(request, check=False)  # type: ignore[arg-type]
-
-    @staticmethod
-    def withdraw(request: object) -> None:
-        """A queued submit_send that must not be written any more (harmless once it ran)."""
-        request.withdrawn = True  # type: ignore[attr-defined]
 
     async def qisend(
         self, connect_id: int, data: bytes, remote: tuple[str, int] | None = None

@@ -5,6 +5,8 @@ backlog would keep the queue full of its own commands. Here every per-socket com
 turn; at most `depth` turns are out at once (2 keeps the channel busy between commands) and a freed
 turn goes to the waiting socket served least recently. Bulk sockets thus rotate round-robin, and a
 socket that was idle (a small interactive message) goes ahead of them: its last turn is the oldest.
+A socket's chained send (socket.py) holds one turn for a chain of QISENDs; the chain gives way at
+the first SEND OK after another command queued, and the socket takes a new turn.
 
 Bookkeeping queries (AT+QISEND=id,0 ACK polls, the lost-URC AT+QIRD=id,0) take *background* turns:
 at most `background_depth` of them are out at once, so sockets opened together, whose ACK timers
@@ -60,17 +62,9 @@ class TurnScheduler:
             self._release(background)
 
     async def take(self, key: Hashable) -> None:
-        """Take a slot without the context manager (pipelining holds one per queued command);
-        every successful take() needs exactly one release()."""
+        """Take a slot without the context manager (a chained send holds it while its chain
+        runs); every successful take() needs exactly one release()."""
         await self._take(key, False)
-
-    def try_take(self, key: Hashable) -> bool:
-        """Take a free slot now or not at all: a socket that already holds one must never wait
-        for a second (two sockets each holding one and waiting for another stop every command)."""
-        if self._free(False):
-            self._grant(key, False)
-            return True
-        return False
 
     def release(self) -> None:
         self._release(False)

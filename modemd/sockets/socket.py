@@ -33,7 +33,6 @@ import trio
 
 from ..at.channel import (
     AtCommandError,
-    AtSkipped,
     AtTimeout,
     ChannelClosed,
     CommandLost,
@@ -71,7 +70,6 @@ SERVER_TYPES = frozenset({"TCP LISTENER", "UDP SERVICE"})
 SEND_BACKOFF = (0.005, 1.0)   # SEND FAIL: the module's send buffer is full; retry from 5 ms to 1 s
 ACK_BACKOFF = (0.005, 1.0)    # unacked window full: poll AT+QISEND=id,0 from 5 ms to 1 s
 SEND_ERROR_RETRIES = 3        # QISEND ERROR on a socket that did not report "closed"
-PIPELINE = 2                  # QISENDs one socket keeps queued: the next is written at SEND OK
 LOST_RETRIES = 2              # an idempotent command (a query, QISWTMD) lost on the line: again
 INCOMING_BACKLOG = 16         # accepted module connections waiting for the proxy
 PUSH_HIGH = 64 * 1024         # pushed bytes the local side has not taken: above this, buffer mode
@@ -542,24 +540,30 @@ class ModuleSocket:
     async def send(self, data: bytes, more: Callable[[], bytes | None] | None = None) -> None:
         """Send a stream chunk as fixed-length QISENDs of at most profile.max_send bytes.
 
-        Pipelined: while one QISEND runs, the next waits in the AT channel, guarded by the first
-        one's SEND OK, so the channel writes it the moment SEND OK is parsed (one command at a
-        time on the line, as the manual requires, but no task switch round trip in between). A
-        chunk that is not answered SEND OK goes through `_send_chunk` (SEND FAIL back-off, the
-        exactly-once reconcile of an uncertain one); the chunks queued behind it are never
-        written before it. `more()` gives the bytes the local side already has (None: nothing
-        yet); they join the pipeline, so the line does not idle between two reads of the client."""
+        Chained (`QuectelAt.submit_stream`): the first QISEND of a turn is queued by this task;
+        each next one is taken by the AT reader at the SEND OK of the one before and written at
+        once (one command at a time on the line, as the manual requires, and no wake-up of this
+        task per chunk). The chain gives way at the first SEND OK after another command queued,
+        and this task takes a new turn (fair turns, scheduler.py). A chunk that is not answered
+        SEND OK goes through `_send_chunk` (SEND FAIL back-off, the exactly-once reconcile of
+        an uncertain one); nothing is ever written behind it. `more()` gives the bytes the
+        local side already has (None: nothing yet); they join the chain, so the line does not
+        idle between two reads of the client."""
         chunks: deque[bytes] = deque()
         self._split(chunks, data)
         while chunks or (more is not None and self._refill(chunks, more)):
-            failed, outcome = await self._send_pipelined(chunks, more)
-            if failed is None and chunks:
-                failed = chunks.popleft()  # nothing could be queued (the remote closed)
+            if self.remote_closed:
+                failed, outcome = chunks.popleft(), None  # _send_chunk raises RemoteClosed
+            else:
+                failed, outcome = await self._send_chained(chunks, more)
             if failed is not None:
                 await self._send_chunk(failed, None, outcome)
 
     def _split(self, chunks: deque[bytes], data: bytes) -> None:
         step = self.env.profile.max_send
+        if len(data) <= step:
+            chunks.append(data)
+            return
         view = memoryview(data)
         chunks.extend(bytes(view[offset : offset + step]) for offset in range(0, len(view), step))
 
@@ -570,57 +574,43 @@ class ModuleSocket:
         self._split(chunks, data)
         return True
 
-    async def _send_pipelined(
+    async def _send_chained(
         self, chunks: deque[bytes], more: Callable[[], bytes | None] | None
     ) -> tuple[bytes | None, SendOutcome | None]:
-        """QISEND `chunks` (and what `more` adds) in order, PIPELINE at a time, taking each chunk
-        off the deque once it got SEND OK: (the first chunk that did not, its outcome, None when
-        it was never written) or (None, None) when the deque ran empty.
+        """One turn of chained QISENDs from `chunks` (and what `more` adds), in order: (None,
+        None) when every chunk written got SEND OK (the chain ran dry or gave way), else (the
+        chunk that did not, its outcome).
 
-        Exactly-once rests on this: a chunk is queued behind the one in flight and written only
-        if that one got SEND OK, so at most one chunk is ever uncertain, and `bytes_sent` (the
-        SEND OK bytes) is what the module has from this connection before it."""
+        Exactly-once rests on this: the reader takes the next chunk only at the SEND OK of the
+        one in flight, so at most one chunk is ever uncertain, and `bytes_sent` (the SEND OK
+        bytes) is what the module has from this connection before it."""
         at, scheduler = self.env.at, self.env.scheduler
-        pending: deque[tuple[Any, bytes]] = deque()
+        await scheduler.take(self.connect_id)
+        inflight = chunks.popleft()
+
+        def next_chunk(queued: bool) -> bytes | None:
+            nonlocal inflight
+            self._sent(inflight)  # it got SEND OK
+            inflight = None
+            if queued or self.remote_closed or self.failure is not None:
+                return None  # others go first; this task takes a new turn
+            if not chunks and not (more is not None and self._refill(chunks, more)):
+                return None
+            inflight = chunks.popleft()
+            return inflight
+
         try:
-            while True:
-                while len(pending) < PIPELINE and not self.remote_closed:
-                    if not chunks and not (more is not None and self._refill(chunks, more)):
-                        break
-                    if not pending:
-                        await scheduler.take(self.connect_id)
-                    elif not scheduler.try_take(self.connect_id):
-                        break  # never wait for a second slot while holding one
-                    chunk = chunks.popleft()
-                    try:
-                        request = at.submit_send(
-                            self.connect_id, chunk, after=pending[-1][0] if pending else None
-                        )
-                    except BaseException as exc:
-                        chunks.appendleft(chunk)
-                        scheduler.release()
-                        if isinstance(exc, ChannelClosed):  # the port went away: ends the socket
-                            raise self.fail(ConnectionLost(CHANNEL_CLOSED, str(exc))) from None
-                        raise
-                    pending.append((request, chunk))
-                if not pending:
-                    return None, None
-                request, chunk = pending.popleft()
-                try:
-                    outcome = await self._send_outcome(partial(at.wait_send, request))
-                except AtSkipped:
-                    return chunk, None
-                finally:
-                    scheduler.release()
-                if outcome != "SEND OK":
-                    return chunk, outcome
-                self._sent(chunk)
+            try:
+                request = at.submit_stream(self.connect_id, inflight, next_chunk)
+            except ChannelClosed as exc:  # the port went away: ends the socket
+                chunks.appendleft(inflight)
+                raise self.fail(ConnectionLost(CHANNEL_CLOSED, str(exc))) from None
+            outcome = await self._send_outcome(partial(at.wait_send, request))
         finally:
-            while pending:  # queued behind a chunk that failed: never written; back, in order
-                request, chunk = pending.pop()
-                at.withdraw(request)
-                scheduler.release()
-                chunks.appendleft(chunk)
+            scheduler.release()
+        if outcome == "SEND OK":  # next_chunk counted it, and every chunk before it
+            return None, None
+        return inflight, outcome
 
     async def _send_outcome(self, wait: Callable[[], Awaitable[Any]]) -> SendOutcome:
         """What one QISEND's answer says: "SEND OK", "SEND FAIL" (certain) or Uncertain."""
