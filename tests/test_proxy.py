@@ -427,3 +427,40 @@ async def test_bulk_transfers_share_the_line_and_small_messages_stay_fast():
             assert min(first_done[0]) >= 0.6 * size, first_done
             rtts.sort()
             assert rtts[len(rtts) // 2] < 0.05 and rtts[-1] < 0.25, rtts
+
+
+async def test_bulk_uploads_share_the_line_when_more_sockets_than_turns():
+    """Chained QISENDs give way when another socket waits for a turn, not only when a command is
+    queued: three uploads (more than the scheduler's two turns; an unacked window large enough
+    that no ACK poll interrupts a chain) move together, and none starves."""
+    size = 100_000
+    data = payload(size)
+    received: dict[int, int] = {}
+    at_first_done: dict[int, int] = {}
+
+    async def handler(stream, server):
+        tag = (await recv_exactly(stream, 1))[0]
+        received[tag] = 0
+        while received[tag] < size:
+            received[tag] += len(await stream.receive_some(65536))
+        if not at_first_done:
+            at_first_done.update(received)
+
+    async with modem(baud=921600) as rig, tcp_server(handler) as server:  # the line is the bottleneck
+        port = free_port()
+        cfg = proxy_config(forward_toml("f", f"tcp:127.0.0.1:{port}", server.port),
+                           unacked_window=1 << 20)
+        async with running_proxy(rig, cfg):
+
+            async def upload(tag: int) -> None:
+                async with await trio.open_tcp_stream("127.0.0.1", port) as c:
+                    await c.send_all(bytes([tag]) + data)
+                    await recv_all(c)  # the server closes once it has everything
+
+            with trio.fail_after(120):
+                async with trio.open_nursery() as nursery:
+                    for tag in range(3):
+                        nursery.start_soon(upload, tag)
+            assert received == {0: size, 1: size, 2: size}
+            # round robin: when the first upload was complete, the others had nearly as much
+            assert min(at_first_done.values()) >= 0.6 * size, at_first_done

@@ -140,7 +140,7 @@ class Bridge:
     async def _upstream(self) -> None:
         """Client -> module. One task reads the client (stopping while the module's unacked
         window is full), the other sends; the sender takes what was read meanwhile into its
-        QISEND pipeline, so the line stays busy across reads. At most one read waits between
+        QISEND chain, so the line stays busy across reads. At most one read waits between
         them (a rendezvous channel): memory stays at two reads per connection."""
         send_ch, recv_ch = trio.open_memory_channel[bytes](0)
         async with trio.open_nursery() as nursery:

@@ -543,8 +543,9 @@ class ModuleSocket:
         Chained (`QuectelAt.submit_stream`): the first QISEND of a turn is queued by this task;
         each next one is taken by the AT reader at the SEND OK of the one before and written at
         once (one command at a time on the line, as the manual requires, and no wake-up of this
-        task per chunk). The chain gives way at the first SEND OK after another command queued,
-        and this task takes a new turn (fair turns, scheduler.py). A chunk that is not answered
+        task per chunk). The chain gives way at the first SEND OK after another command queued
+        or another socket asked for a turn, and this task takes a new turn (fair turns,
+        scheduler.py). A chunk that is not answered
         SEND OK goes through `_send_chunk` (SEND FAIL back-off, the exactly-once reconcile of
         an uncertain one); nothing is ever written behind it. `more()` gives the bytes the
         local side already has (None: nothing yet); they join the chain, so the line does not
@@ -592,8 +593,8 @@ class ModuleSocket:
             nonlocal inflight
             self._sent(inflight)  # it got SEND OK
             inflight = None
-            if queued or self.remote_closed or self.failure is not None:
-                return None  # others go first; this task takes a new turn
+            if queued or scheduler.waiting or self.remote_closed or self.failure is not None:
+                return None  # others go first (queued, or waiting for a turn): a new turn
             if not chunks and not (more is not None and self._refill(chunks, more)):
                 return None
             inflight = chunks.popleft()
@@ -641,7 +642,7 @@ class ModuleSocket:
     ) -> None:
         """SEND FAIL is back-pressure: wait and retry, never an error for the client. An
         uncertain QISEND is settled with the module (`_settle_send`) before anything is sent
-        again. `first`: the module already answered this chunk so (from the pipeline)."""
+        again. `first`: the module already answered this chunk so (from the chain)."""
         delay = SEND_BACKOFF[0]
         errors = 0
         while True:
