@@ -144,3 +144,22 @@ def test_framer_reports_the_payload_bytes_still_missing():
     framer.feed(b"456789\r\nOK\r\n")
     assert framer.next_event().data == b"0123456789"
     assert framer.payload_missing == 0
+
+
+def test_a_stream_read_in_the_middle_of_a_frame_waits_for_two_frames_worth_not_the_rest():
+    """A stream's read ends anywhere in a frame: while streaming to an idle channel the wait
+    covers the payload's rest and the frames behind it (about LINGER_BYTES a wake-up); with a
+    command in flight only the rest is waited for (its answer comes right after the payload)."""
+    pacer = ReadPacer()
+    now = _streaming(pacer)
+    wait = pacer.after_read(now, 1068, 0, idle=True)          # streaming: a linger
+    rate = pacer.rate
+    now += wait
+    lingers = pacer.lingers
+    wait = pacer.after_read(now, LINGER_BYTES, 1000, idle=True)  # ends 1000 bytes into a payload
+    assert wait == pytest.approx(LINGER_BYTES / rate, rel=0.05) and pacer.lingers == lingers + 1
+    pacer = ReadPacer()
+    now = _streaming(pacer)
+    now += pacer.after_read(now, 1068, 0, idle=True)
+    wait = pacer.after_read(now, LINGER_BYTES, 1000, idle=False)  # a QIRD answer's payload
+    assert wait == pytest.approx(1000 / pacer.rate, rel=0.05)

@@ -49,20 +49,31 @@ class ReadPacer:
         `idle`: no command is in flight. How long to wait before reading again (0: at once)."""
         self._measure(now, received)
         previous, self._last_read = self._last_read, now
+        streaming = self._streams(now, previous, received, idle)
         if missing:
             self._busy(now)
-            return self._payload_wait(missing)
-        if not idle or not self.rate or previous is None or now <= previous:
-            self._busy_since = None
-            return 0.0
-        wait = LINGER_BYTES / self.rate
-        if (received > BEHIND or received / (now - previous) < SATURATED * self.rate
-                or wait < MIN_WAIT):
+            wait = self._payload_wait(missing)
+            if not streaming:
+                return wait
+            # a stream's read ends anywhere in a frame: wait for the payload's rest and the
+            # frames behind it alike, so every wake-up reads about LINGER_BYTES
+            self.lingers += 1
+            return min(max(wait, LINGER_BYTES / self.rate), MAX_WAIT)
+        if not streaming:
             self._busy_since = None
             return 0.0
         self._busy(now)  # streaming: the line stays busy while we wait
         self.lingers += 1
-        return min(wait, MAX_WAIT)
+        return min(LINGER_BYTES / self.rate, MAX_WAIT)
+
+    def _streams(self, now: float, previous: float | None, received: int, idle: bool) -> bool:
+        """The module streams to an idle channel: no command is in flight, the read interval
+        carried the line's measured rate and we are not behind it (`rate` is then known)."""
+        rate = self.rate
+        if not idle or not rate or previous is None or now <= previous:
+            return False
+        return (received <= BEHIND and received / (now - previous) >= SATURATED * rate
+                and LINGER_BYTES / rate >= MIN_WAIT)
 
     def nothing_read(self) -> None:
         """A read after a wait found nothing: the stream ended, no sample from that wait."""
