@@ -40,7 +40,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .framer import Framer, Line, Overrun, Payload, Prompt
-from .urc import is_urc, recv_connect_id, recv_push_length
+from .urc import is_urc, recv_header
 
 OK_FINALS = frozenset({"OK"})
 ERROR_FINALS = frozenset({"ERROR", "NO CARRIER"})
@@ -351,8 +351,11 @@ class AtProtocol:
         return None
 
     def _urc(self, text: str) -> ProtocolEvent | None:
-        size = recv_push_length(text)
-        if size and recv_connect_id(text) in self._push_ids:
+        header = recv_header(text)
+        if header is None:
+            return UrcEvent(text)
+        connect_id, size = header
+        if size and connect_id in self._push_ids:
             if size > self.max_payload:
                 return self._bad_length(text)
             self._urc_payload = text
