@@ -46,7 +46,7 @@ URC_WORDS = ("RDY", "APP RDY", "POWERED DOWN", "NORMAL POWER DOWN", "RING", "Cal
 
 
 def is_urc(text: str) -> bool:
-    return text in URC_WORDS or text.startswith(URC_PREFIXES)
+    return text.startswith(URC_PREFIXES) or text in URC_WORDS
 
 
 _QUOTES = re.compile('(["\u201c\u201d])')  # a quote of either kind, kept by re.split
