@@ -91,7 +91,9 @@ class Framer:
 
     @property
     def awaiting_end(self) -> bool:
-        """A payload was just taken and the byte after it (the line end) has not arrived yet."""
+        """A payload was just taken and the byte after it was not seen to be a line end: it has
+        not arrived yet, or next_event() reports the Overrun. False once the payload's end is
+        known to be sane."""
         return self._check_end
 
     @property
@@ -182,9 +184,11 @@ class Framer:
         if len(buf) < size:
             return None
         data = bytes(buf[:size])
+        # the byte after it is usually read with it: a line end is checked here and now, anything
+        # else (or nothing yet) by the next call (an Overrun, once it is there)
+        self._check_end = len(buf) == size or buf[size] not in LINE_END
         del buf[:size]
         self._payload_left = None
-        self._check_end = True
         return Payload(data)
 
     def _take_line(self) -> Line | None:

@@ -282,7 +282,10 @@ class AtProtocol:
 
     def _payload(self, data: bytes) -> ProtocolEvent | None:
         if self._urc_payload is not None:
-            self._held_push, self._urc_payload = (self._urc_payload, data), None
+            text, self._urc_payload = self._urc_payload, None
+            if not self.framer.awaiting_end:  # its line end is here already: deliver it now
+                return UrcEvent(text, data)
+            self._held_push = (text, data)  # until the byte after it is seen
             return None
         if self._response is not None:
             self._response.payload = (self._response.payload or b"") + data
