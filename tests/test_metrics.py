@@ -646,3 +646,33 @@ async def test_server_binds_loopback_only_when_asked():
             with pytest.raises(OSError):
                 await trio.open_tcp_stream(addr, port)
         nursery.cancel_scope.cancel()
+
+
+def test_urc_counts_expose_what_a_prometheus_counter_would():
+    """modemd_at_urcs_total is counted in plain ints (one per pushed frame, issue 16) and read at
+    scrape time: same families, samples and values as the prometheus_client Counter it replaces,
+    in both exposition formats; classes that share a label add up."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+    from prometheus_client.openmetrics.exposition import generate_latest as openmetrics
+
+    m = Metrics()
+    reference = CollectorRegistry()
+    counter = Counter("modemd_at_urcs_total", "Unsolicited result codes by type.", ["type"],
+                      registry=reference)
+    for urc in (Recv(0), Recv(1, 1500, data=b"x"), OtherUrc("+QIND: x"), "raw line", Closed(2),
+                PdpDeact(1), Recv(3)):
+        m.urc(urc)
+        counter.labels(urc_kind(urc)).inc()
+
+    def urc_lines(generate, registry) -> list[str]:
+        text = generate(registry).decode()
+        lines = [line for line in text.splitlines()
+                 if re.match(r"(# \w+ )?modemd_at_urcs(_total|_created)?[ {]", line)]
+        return [re.sub(r"(_created\{.*\}) \S+$", r"\1 T", line) for line in lines]
+
+    for generate in (generate_latest, openmetrics):
+        mine = urc_lines(generate, m.registry)
+        assert mine == urc_lines(generate, reference)
+        assert 'modemd_at_urcs_total{type="recv"} 3.0' in mine
+    assert m.value("modemd_at_urcs_total", {"type": "other"}) == 2
+    assert {"modemd_at_urcs_total", "modemd_at_urcs_created"} <= m.metric_names()

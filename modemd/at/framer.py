@@ -25,6 +25,7 @@ from dataclasses import dataclass
 CR, LF = 0x0D, 0x0A
 PROMPT = 0x3E  # '>'
 SPACE = 0x20
+LINE_END = (CR, LF)
 #: consecutive CR-only line ends (no CR LF between) after which the module is taken to be CR-only
 CR_ONLY_AFTER = 2
 
@@ -90,7 +91,9 @@ class Framer:
 
     @property
     def awaiting_end(self) -> bool:
-        """A payload was just taken and the byte after it (the line end) has not arrived yet."""
+        """A payload was just taken and the byte after it was not seen to be a line end: it has
+        not arrived yet, or next_event() reports the Overrun. False once the payload's end is
+        known to be sane."""
         return self._check_end
 
     @property
@@ -135,52 +138,57 @@ class Framer:
         self._cr_only_run = 0
 
     def next_event(self) -> Event | None:
-        """Return the next complete event, or None when more bytes are needed."""
+        """Return the next complete event, or None when more bytes are needed. One pass per
+        event over the buffer's head (this runs several times per downloaded frame)."""
         self._pending = False
-        while True:
-            event = self._next()
-            if not (isinstance(event, Line) and not event.text):
-                return event
-
-    def _next(self) -> Event | None:
         buf = self._buf
-        if self._check_end and buf:
-            self._check_end = False
-            if buf[0] not in (CR, LF):
-                self.overruns += 1
-                return Overrun()
-        if self._skip_lf and buf:
-            if buf[0] == LF:
-                del buf[0]
-                self._cr_only_run = 0  # the LF was only late: not a CR-only module after all
-            self._skip_lf = False
-        if self._skip_space and buf:
-            if buf[0] == SPACE:
-                del buf[0]
-            self._skip_space = False
-        if self._payload_left is not None:
-            return self._take_payload()
-        while buf and buf[0] in (CR, LF):
-            del buf[0]
-        if not buf:
-            return None
-        if self._prompt and buf[0] == PROMPT:
-            self._prompt = False
-            if len(buf) == 1:
-                self._skip_space = True  # its trailing space may still come
-            del buf[:2 if len(buf) > 1 and buf[1] == SPACE else 1]
-            return Prompt()
-        return self._take_line()
+        while buf:
+            if self._check_end:
+                self._check_end = False
+                if buf[0] not in LINE_END:
+                    self.overruns += 1
+                    return Overrun()
+            if self._skip_lf:
+                if buf[0] == LF:
+                    del buf[0]
+                    self._cr_only_run = 0  # the LF was only late: not a CR-only module after all
+                self._skip_lf = False
+                continue  # the buffer may be empty now
+            if self._skip_space:
+                if buf[0] == SPACE:
+                    del buf[0]
+                self._skip_space = False
+                continue
+            if self._payload_left is not None:
+                return self._take_payload()
+            if buf[0] in LINE_END:  # the rest of a line end, or empty lines
+                while buf and buf[0] in LINE_END:
+                    del buf[0]
+                continue
+            if self._prompt and buf[0] == PROMPT:
+                self._prompt = False
+                if len(buf) == 1:
+                    self._skip_space = True  # its trailing space may still come
+                del buf[:2 if len(buf) > 1 and buf[1] == SPACE else 1]
+                return Prompt()
+            line = self._take_line()
+            if line is None or line.text:
+                return line
+            # a line of spaces (a prompt's space left over): dropped, go on
+        return None
 
     def _take_payload(self) -> Payload | None:
         size = self._payload_left
         assert size is not None
-        if len(self._buf) < size:
+        buf = self._buf
+        if len(buf) < size:
             return None
-        data = bytes(self._buf[:size])
-        del self._buf[:size]
+        data = bytes(buf[:size])
+        # the byte after it is usually read with it: a line end is checked here and now, anything
+        # else (or nothing yet) by the next call (an Overrun, once it is there)
+        self._check_end = len(buf) == size or buf[size] not in LINE_END
+        del buf[:size]
         self._payload_left = None
-        self._check_end = True
         return Payload(data)
 
     def _take_line(self) -> Line | None:
@@ -199,10 +207,14 @@ class Framer:
             text = buf[:lf].decode("latin-1").strip(" ")
             del buf[: lf + 1]
             return Line(text)
-        size = self._cr_end(cr)
-        if size is None:
-            self._pending = True
-            return None
+        if lf == cr + 1:  # CR LF, the usual end (the rest of _cr_end's first case)
+            self._cr_only_run = 0
+            size = 2
+        else:
+            size = self._cr_end(cr)
+            if size is None:
+                self._pending = True
+                return None
         text = buf[:cr].decode("latin-1").strip(" ")
         del buf[: cr + size]
         return Line(text)

@@ -40,7 +40,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from .framer import Framer, Line, Overrun, Payload, Prompt
-from .urc import is_urc, recv_connect_id, recv_push_length
+from .urc import is_urc, recv_header
 
 OK_FINALS = frozenset({"OK"})
 ERROR_FINALS = frozenset({"ERROR", "NO CARRIER"})
@@ -240,44 +240,52 @@ class AtProtocol:
         return self.framer.payload_missing
 
     def next_event(self) -> ProtocolEvent | None:
+        ready = self._ready
+        if ready:
+            return ready.popleft()
+        framer = self.framer
         while True:
-            if self._ready:
-                return self._ready.popleft()
-            ev = self.framer.next_event()
+            ev = framer.next_event()
+            held = self._held_push
             if ev is None:
-                if self._held_push is not None and not self.framer.awaiting_end:
-                    text, data = self._held_push  # its line end arrived: deliver it now, not
-                    self._held_push = None        # when the next line happens to come
-                    return UrcEvent(text, data)
+                if held is not None and not framer.awaiting_end:
+                    self._held_push = None  # its line end arrived: deliver it now, not when
+                    return UrcEvent(*held)  # the next line happens to come
                 return None
-            if self._held_push is not None:  # a pushed payload is delivered once its end is sane
-                text, data = self._held_push
+            if held is not None:  # a pushed payload is delivered once its end is sane
                 self._held_push = None
                 if isinstance(ev, Overrun):
                     self.counters["payload_overruns"] += 1
-                    return UrcEvent(text, data, corrupt=True)
-                self._ready.append(UrcEvent(text, data))
+                    return UrcEvent(*held, corrupt=True)
+                ready.append(UrcEvent(*held))
             out = self._handle(ev)
             if out is not None:
-                self._ready.append(out)
+                if not ready:
+                    return out
+                ready.append(out)
+            if ready:
+                return ready.popleft()
 
     def _handle(self, ev: Line | Prompt | Payload | Overrun) -> ProtocolEvent | None:
+        if isinstance(ev, Line):  # the common event first: this runs for every line
+            if ev.truncated:
+                self.counters["resyncs"] += 1
+            return self._line(ev.text)
         if isinstance(ev, Payload):
             return self._payload(ev.data)
         if isinstance(ev, Overrun):
             return self._overrun()
-        if isinstance(ev, Prompt):
-            if self.in_flight is not None and self.in_flight.data is not None:
-                return PromptWanted()
-            self.counters["unknown_lines"] += 1
-            return Unknown(">")
-        if ev.truncated:
-            self.counters["resyncs"] += 1
-        return self._line(ev.text)
+        if self.in_flight is not None and self.in_flight.data is not None:
+            return PromptWanted()
+        self.counters["unknown_lines"] += 1
+        return Unknown(">")
 
     def _payload(self, data: bytes) -> ProtocolEvent | None:
         if self._urc_payload is not None:
-            self._held_push, self._urc_payload = (self._urc_payload, data), None
+            text, self._urc_payload = self._urc_payload, None
+            if not self.framer.awaiting_end:  # its line end is here already: deliver it now
+                return UrcEvent(text, data)
+            self._held_push = (text, data)  # until the byte after it is seen
             return None
         if self._response is not None:
             self._response.payload = (self._response.payload or b"") + data
@@ -294,12 +302,12 @@ class AtProtocol:
         return Unknown("<payload longer than announced>")
 
     def _line(self, text: str) -> ProtocolEvent | None:
-        cmd = self.in_flight
-        if self._late_probe_answer(text):
+        if (self._swallow_final or self.probe_debt) and self._late_probe_answer(text):
             return None
-        if cmd is not None and cmd.probe and cmd.prefix and text.startswith(cmd.prefix):
-            self._probe_info = True
+        cmd = self.in_flight
         if cmd is not None and cmd.prefix and text.startswith(cmd.prefix):
+            if cmd.probe:
+                self._probe_info = True
             return self._info(cmd, text)
         if is_urc(text):
             return self._urc(text)
@@ -351,8 +359,11 @@ class AtProtocol:
         return None
 
     def _urc(self, text: str) -> ProtocolEvent | None:
-        size = recv_push_length(text)
-        if size and recv_connect_id(text) in self._push_ids:
+        header = recv_header(text)
+        if header is None:
+            return UrcEvent(text)
+        connect_id, size = header
+        if size and connect_id in self._push_ids:
             if size > self.max_payload:
                 return self._bad_length(text)
             self._urc_payload = text

@@ -7,6 +7,7 @@ never split on ':' (IPv6 literals), and typographic quotes from older manuals ar
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
 # Lines that are URCs when no command in flight claims them as its response (see protocol.py).
@@ -45,25 +46,35 @@ URC_WORDS = ("RDY", "APP RDY", "POWERED DOWN", "NORMAL POWER DOWN", "RING", "Cal
 
 
 def is_urc(text: str) -> bool:
-    return text in URC_WORDS or text.startswith(URC_PREFIXES)
+    return text.startswith(URC_PREFIXES) or text in URC_WORDS
+
+
+_QUOTES = re.compile('(["\u201c\u201d])')  # a quote of either kind, kept by re.split
 
 
 def split_fields(text: str, *, keep_quotes: bool = False) -> list[str]:
     """Split 'a,"b,c",d' into ['a', 'b,c', 'd']; quotes (also “ ”) are removed, or kept with
-    `keep_quotes` (where a quoted field must not be mistaken for a number)."""
+    `keep_quotes` (where a quoted field must not be mistaken for a number). Every quote character
+    opens or closes a quoted run; commas inside one do not split. Works on runs between quotes
+    (str.split in C), not on characters: every URC and radio line goes through here."""
+    if '"' not in text and "\u201c" not in text and "\u201d" not in text:
+        return [f.strip() for f in text.split(",")]
     fields: list[str] = []
     cur: list[str] = []
     quoted = False
-    for ch in text:
-        if ch in '"“”':
+    for i, run in enumerate(_QUOTES.split(text)):
+        if i % 2:  # a quote character (re.split puts the captured separators at odd indexes)
             quoted = not quoted
-            if not keep_quotes:
-                continue
-        if ch == "," and not quoted:
-            fields.append("".join(cur).strip())
-            cur = []
+            if keep_quotes:
+                cur.append(run)
+        elif quoted:
+            cur.append(run)
         else:
-            cur.append(ch)
+            first, *rest = run.split(",")
+            cur.append(first)
+            for part in rest:
+                fields.append("".join(cur).strip())
+                cur = [part]
     fields.append("".join(cur).strip())
     return fields
 
@@ -232,14 +243,31 @@ Urc = (
 )
 
 
-def recv_push_length(text: str) -> int | None:
-    """The payload length a `+QIURC: "recv",id,len...` line announces (direct push), else None."""
+#: the direct-push header as the modules print it, `+QIURC: "recv",<id>,<len>` (UDP adds fields):
+#: one match per downloaded frame instead of the general field split. Any other spelling (other
+#: quotes or spaces, a noisy digit) takes the general path, which reads the same numbers from
+#: every line this matches.
+_RECV_HEAD = re.compile(r'\+QIURC: "recv",([0-9]+),([0-9]+)(?=,|\Z)')
+
+
+def recv_header(text: str) -> tuple[int | None, int | None] | None:
+    """(connect_id, length) of a `+QIURC: "recv",id,len...` line (None for a field that is not a
+    number), None for any other line. The protocol asks this once per line with a URC prefix."""
+    m = _RECV_HEAD.match(text)
+    if m is not None:
+        return int(m[1]), int(m[2])
     if not text.startswith("+QIURC:"):
         return None
     f = split_fields(after_prefix(text))
     if len(f) >= 3 and f[0] == "recv":
-        return to_int(f[2])
+        return to_int(f[1]), to_int(f[2])
     return None
+
+
+def recv_push_length(text: str) -> int | None:
+    """The payload length a `+QIURC: "recv",id,len...` line announces (direct push), else None."""
+    header = recv_header(text)
+    return None if header is None else header[1]
 
 
 def recv_connect_id(text: str) -> int | None:
@@ -251,6 +279,9 @@ def recv_connect_id(text: str) -> int | None:
 
 def parse_urc(text: str, data: bytes | None = None) -> Urc:
     """Typed value of a URC line (and its direct-push payload); never raises."""
+    m = _RECV_HEAD.match(text)
+    if m is not None and m.end() == len(text):  # the push header, as printed: no field split
+        return Recv(int(m[1]), int(m[2]), None, False, data)
     try:
         return _parse(text, data)
     except (ValueError, IndexError):
