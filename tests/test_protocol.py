@@ -243,6 +243,19 @@ def test_direct_push_payload_is_delivered_when_its_line_end_arrives():
     assert p.next_event() is None
 
 
+def test_a_push_header_with_a_negative_length_frames_no_payload():
+    """`"recv",0,-1` (line noise) announces nothing: the next QIRD answer's payload is the
+    QIRD's, never taken for pushed data."""
+    p = AtProtocol()
+    p.set_push(0, True)
+    events = run(p, [b'\r\n+QIURC: "recv",0,-1\r\n'])
+    assert events == [UrcEvent('+QIURC: "recv",0,-1')]
+    p.send(QIRD)
+    events = run(p, [qird_stream(b"abc")])
+    assert isinstance(events[-1], Done) and events[-1].response.payload == b"abc"
+    assert not [e for e in events if isinstance(e, UrcEvent)]
+
+
 def test_late_final_after_abort_is_unknown():
     p = AtProtocol()
     p.send(Command("AT+QICLOSE=0"))

@@ -363,7 +363,7 @@ class AtProtocol:
         if header is None:
             return UrcEvent(text)
         connect_id, size = header
-        if size and connect_id in self._push_ids:
+        if size is not None and size > 0 and connect_id in self._push_ids:
             if size > self.max_payload:
                 return self._bad_length(text)
             self._urc_payload = text
