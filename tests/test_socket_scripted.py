@@ -210,3 +210,40 @@ async def test_eof_is_clean_only_when_the_totals_match(extra):
             got += chunk
     assert info.value.reason == DOWNLOAD_CORRUPT and got == b"y" * 2000
     assert msock.state == "remote_closed" and msock.machine.failed
+
+
+async def test_pushed_frames_of_one_read_reach_a_waiting_receiver_in_one_write():
+    """While the receiver waits with nothing queued, the frames of one read are collected and
+    handed over in one write at the reader's push_done; what the local side does not take is
+    queued, in order, for the receiving task."""
+    msock, _ = scripted("bg96")
+    msock.pushing = True
+    writes: list[bytes] = []
+    room = [10**6]
+
+    def deliver(data: bytes) -> int:
+        taken = min(len(data), room[0])
+        writes.append(bytes(data[:taken]))
+        return taken
+
+    msock.deliver_nowait = deliver
+    async with trio.open_nursery() as nursery:
+        got: list[bytes] = []
+
+        async def receiver() -> None:
+            got.append(await msock.receive())
+
+        nursery.start_soon(receiver)
+        await trio.testing.wait_all_tasks_blocked()
+        assert msock.on_push(b"aaa") is True      # the first frame of the read: hand over later
+        assert msock.on_push(b"bbb") is False     # collected with it
+        assert writes == []
+        msock.hand_over()
+        assert writes == [b"aaabbb"] and msock.pushed_bytes == 0
+        room[0] = 2                               # the local socket takes two bytes only
+        assert msock.on_push(b"ccc") is True
+        msock.hand_over()
+        assert writes[-1] == b"cc" and msock.pushed_bytes == 1
+        await trio.testing.wait_all_tasks_blocked()
+        assert got == [b"c"]                      # the rest, through the receiving task
+    assert msock.bytes_received == 9

@@ -262,6 +262,10 @@ class AtChannel:
         self.commands_sent = 0
         # direct-push data goes here, synchronously from the reader, instead of to subscribers
         self.push_sink: Callable[[Recv], None] | None = None
+        # ... and told once the events of one read are dispatched, if it pushed any (push_sink
+        # may collect a read's frames and hand them over together here)
+        self.push_done: Callable[[], None] | None = None
+        self._pushes = 0
         # ... and the connect_id whose pushed data was corrupted (its connection cannot go on)
         self.push_corrupt_sink: Callable[[int], None] | None = None
         # lines modemd has no use for, per prefix (modemd_unsolicited_lines_total)
@@ -408,8 +412,7 @@ class AtChannel:
                     data = await self.transport.receive_some(65536)
             self.last_rx = now = trio.current_time()
             self.protocol.receive(data)
-            while (event := self.protocol.next_event()) is not None:
-                self._dispatch(event)
+            self._dispatch_all()
             wait = pacer.after_read(now, len(data), self.protocol.payload_missing,
                                     idle=self.protocol.in_flight is None)
             data = None
@@ -436,9 +439,17 @@ class AtChannel:
             return await self.transport.receive_some(65536)
         self.line_end_silences += 1
         self.protocol.end_pending_line()
+        self._dispatch_all()
+        return None
+
+    def _dispatch_all(self) -> None:
+        """Act on every event the bytes read so far complete; then `push_done` (when this read
+        pushed data): the socket layer hands a read's pushed frames over in one write."""
+        pushes = self._pushes
         while (event := self.protocol.next_event()) is not None:
             self._dispatch(event)
-        return None
+        if self._pushes != pushes and self.push_done is not None:
+            self.push_done()
 
     def _unsolicited(self, text: str) -> None:
         """A line modemd has no use for: counted per prefix, at DEBUG; a new prefix once at INFO."""
@@ -462,6 +473,7 @@ class AtChannel:
                 self._unsolicited(urc.text)
             if event.payload is not None and self.push_sink is not None and isinstance(urc, Recv):
                 self.observer.urc(urc)
+                self._pushes += 1
                 self.push_sink(urc)
                 return
             self._publish(urc)

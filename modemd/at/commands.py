@@ -474,13 +474,16 @@ class QuectelAt:
         self.channel.set_push(connect_id, on)
 
     def subscribe_sockets(
-        self, buffer: int, push: Callable[[Recv], None], push_corrupt: Callable[[int], None]
+        self, buffer: int, push: Callable[[Recv], None], push_corrupt: Callable[[int], None],
+        push_done: Callable[[], None],
     ) -> trio.MemoryReceiveChannel[Urc]:
         """Every URC from now on; pushed data (and the connect_id of a broken push frame) go to
-        `push` / `push_corrupt` synchronously from the reader instead."""
+        `push` / `push_corrupt` synchronously from the reader instead, and `push_done` is called
+        once the events of a read that pushed data are dispatched (hand them over now)."""
         urcs = self.channel.subscribe(buffer)
         self.channel.push_sink = push
         self.channel.push_corrupt_sink = push_corrupt
+        self.channel.push_done = push_done
         return urcs
 
     def submit_send(

@@ -2,7 +2,8 @@
 
 Direct-push data does not wait in the URC subscription: the AT channel's reader hands it to
 `route_push` at once (a full subscription drops URCs, which is harmless for a "recv" notice and
-fatal for data).
+fatal for data), and calls `push_done` once it has dispatched a read's events: a socket whose
+local receiver waits collects the frames of one read and hands them over in one write.
 
 Handlers run synchronously in the dispatcher task and never send AT commands: they set flags and wake
 the socket's tasks (a handler that awaited the channel would deadlock behind its own reader).
@@ -35,6 +36,7 @@ class UrcDispatcher:
         self._on_incoming_full = on_incoming_full
         self.counts: Counter[str] = Counter()
         self.orphans = 0
+        self._collecting: list[ModuleSocket] = []  # sockets holding this read's pushed frames
 
     def register(self, sock: ModuleSocket) -> None:
         self.sockets[sock.connect_id] = sock
@@ -76,7 +78,14 @@ class UrcDispatcher:
             log.warning("%d pushed bytes for connect_id %d, which no socket owns: dropped",
                         len(urc.data or b""), urc.connect_id)
             return
-        sock.on_push(urc.data or b"")
+        if sock.on_push(urc.data or b""):
+            self._collecting.append(sock)
+
+    def push_done(self) -> None:
+        """The reader dispatched one read's events: the collected frames go to the local side."""
+        collecting, self._collecting = self._collecting, []
+        for sock in collecting:
+            sock.hand_over()
 
     def push_corrupt(self, connect_id: int) -> None:
         """Line noise ran a pushed payload past its length: its bytes are dropped, so the stream

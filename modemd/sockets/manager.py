@@ -131,7 +131,8 @@ class SocketManager:
         if self._dispatch_scope is not None:
             self._dispatch_scope.cancel()
         urcs = at.subscribe_sockets(
-            SUBSCRIBE_BUFFER, self.dispatcher.route_push, self.dispatcher.push_corrupt
+            SUBSCRIBE_BUFFER, self.dispatcher.route_push, self.dispatcher.push_corrupt,
+            self.dispatcher.push_done,
         )
         self._dispatch_at = at
         self._dispatch_scope = scope = trio.CancelScope()

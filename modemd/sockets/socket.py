@@ -153,6 +153,7 @@ class ModuleSocket:
         # while receive() waits with nothing queued, without waking the receiving task
         self.deliver_nowait: Callable[[bytes], int] | None = None
         self._receiver_waiting = False  # receive() waits for a push with nothing queued
+        self._handoff: list[bytes] = []  # pushed frames of the current read, for hand_over()
         self.pushed_bytes = 0      # pushed, not yet taken by receive()
         self.pushed_peak = 0
         self._lagging = Signal()   # wakes the push governor
@@ -213,23 +214,44 @@ class ModuleSocket:
     def on_recv(self) -> None:
         self._rx.set()
 
-    def on_push(self, data: bytes) -> None:
+    def on_push(self, data: bytes) -> bool:
         """Direct push: the payload of a `+QIURC: "recv",id,len` (kept in order, never dropped
-        unless an earlier frame broke: nothing after a hole is delivered)."""
+        unless an earlier frame broke: nothing after a hole is delivered). True: the frame was
+        collected for `hand_over`, which the dispatcher calls once the reader has dispatched
+        this read (the first frame collected of a read says so)."""
         if self._after_hole:
-            return
+            return False
         size = len(data)
         self.bytes_received += size
         self.env.stats.bytes_received += size
         self.env.stats.bytes_pushed += size
         if self._receiver_waiting and self.deliver_nowait is not None:
             # the receiver is idle with nothing queued, so nothing can be ahead of this chunk:
-            # hand it to the local side now (one wake-up per frame, not three)
+            # the local side gets it straight from the reader, with the read's other frames
+            # (one write per read, no wake-up of the receiving task)
+            self._handoff.append(data)
+            return len(self._handoff) == 1
+        self._queue_pushed(data)
+        return False
+
+    def hand_over(self) -> None:
+        """Write the frames collected from one read to the local side; what it does not take
+        now is queued for the receiving task, as any pushed data."""
+        handoff = self._handoff
+        if not handoff:
+            return
+        data = handoff[0] if len(handoff) == 1 else b"".join(handoff)
+        handoff.clear()
+        if self._receiver_waiting and self.deliver_nowait is not None:
             taken = self.deliver_nowait(data)
-            if taken == size:
+            if taken == len(data):
                 return
             data = data[taken:]
-            size -= taken
+        self._queue_pushed(data)
+
+    def _queue_pushed(self, data: bytes) -> None:
+        """Pushed data for the receiving task (receive()); the push governor watches the size."""
+        size = len(data)
         self._pushed.append(data)
         self.pushed_bytes += size
         if self.pushed_bytes > self.pushed_peak:
