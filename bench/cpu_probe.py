@@ -60,7 +60,7 @@ def attach(opts, pid: int) -> subprocess.Popen | None:
         spy = Path(sys.executable).parent / "py-spy"
         return subprocess.Popen(
             [str(spy), "record", "-p", str(pid), "-o", opts.py_spy, "-d",
-             str(int(opts.seconds) + 1), "-r", str(opts.rate), "--nonblocking", "--gil", "--format",
+             str(int(opts.seconds) + 1), "-r", str(opts.rate), "--nonblocking", *opts.spy_mode, "--format",
              opts.format], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     if opts.strace:
         return subprocess.Popen(["strace", "-f", "-tt", "-p", str(pid), "-o", opts.strace],
@@ -133,6 +133,8 @@ if __name__ == "__main__":
     p.add_argument("--py-spy", default="", help="py-spy output file (last round)")
     p.add_argument("--format", default="flamegraph", help="py-spy format: flamegraph, raw, ...")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
+    p.add_argument("--spy-mode", nargs="*", default=["--gil"],
+                   help="py-spy sample selection (default --gil; none: every running sample)")
     p.add_argument("--strace", default="", help="strace output file (last round)")
     p.add_argument("--perf", default="", help="perf stat output file (last round)")
     trio.run(main, p.parse_args())
