@@ -1,21 +1,25 @@
 """The daemon's CPU cost of one traffic kind at 921600, for profiling work (issue 16).
 
     .venv/bin/python bench/cpu_probe.py up --seconds 8 --rounds 2 [--daemon-src DIR]
+        [--against OTHER_CHECKOUT]
         [--py-spy out.svg [--format raw]] [--strace out.txt] [--perf out.txt]
 
 Runs the cpu-budget section's traffic (`down`, `up` or `echo`) through a real daemon (no quota)
 and prints, per round: goodput, CPU-seconds per MB (schedstat), user and system time per MB,
-task switches per MB, and voluntary / involuntary context switches. The last round can run under
-py-spy (`--gil`: only samples holding the GIL), strace or `perf stat`, attached to the daemon.
+task switches per MB, and voluntary / involuntary context switches; with --against, rounds
+alternate between two daemons and the medians and their ratio close the output. The last round can
+run under py-spy (`--gil`: only samples holding the GIL), strace or `perf stat`, attached to the daemon.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import trio
@@ -84,7 +88,8 @@ async def traffic(opts, port: int, servers: Servers, tag: int) -> tuple[float, f
     return good, 2 * c.offset / 1e6  # each byte crossed the line twice
 
 
-async def one_round(opts, pid: int, port: int, servers: Servers, last: bool, tag: int) -> None:
+async def one_round(opts, pid: int, port: int, servers: Servers, last: bool, tag: int,
+                    label: str = "") -> float:
     tool = attach(opts, pid) if last else None
     if tool is not None:
         await trio.sleep(0.5)  # attached before the window opens
@@ -92,7 +97,7 @@ async def one_round(opts, pid: int, port: int, servers: Servers, last: bool, tag
     good, mb = await traffic(opts, port, servers, tag)
     cpu, sw = cpu_seconds(pid) - c0, switches(pid) - s0
     t1, v1 = user_system(pid), context_switches(pid)
-    print(f"{opts.what}: goodput {good:.3f}  MB {mb:.2f}  CPU-s/MB {cpu / mb:.3f} "
+    print(f"{label}{opts.what}: goodput {good:.3f}  MB {mb:.2f}  CPU-s/MB {cpu / mb:.3f} "
           f"(user {(t1[0] - t0[0]) / mb:.3f}, system {(t1[1] - t0[1]) / mb:.3f})  "
           f"switches/MB {sw / mb:.0f} (voluntary {(v1[0] - v0[0]) / mb:.0f}, involuntary "
           f"{(v1[1] - v0[1]) / mb:.0f})", flush=True)
@@ -100,28 +105,53 @@ async def one_round(opts, pid: int, port: int, servers: Servers, last: bool, tag
         if not opts.py_spy:
             tool.send_signal(2)
         tool.wait()
+    return cpu / mb
+
+
+@asynccontextmanager
+async def serving(tmp: Path, src: Path, servers: Servers):
+    """An emulator and a daemon from `src` behind it, serving: (daemon pid, forward port)."""
+    tmp.mkdir()
+    emu = Emulator(tmp, baud=BAUD, qiact_delay=0.1, boot_delay=0.1)
+    async with emu.running():
+        port = free_port()
+        config = daemon_config(tmp, emu, servers.port, port)
+        config = "\n".join(x for x in config.splitlines() if not x.startswith("health_"))
+        daemon = Daemon(tmp, src, config)
+        daemon.check_source()
+        async with daemon.running():
+            await wait_serving(port)
+            yield daemon.stats.pid, port
 
 
 async def main(opts) -> None:
+    """Rounds on the daemon from --daemon-src; with --against, alternately on both (each with
+    its own emulator, both running throughout: the same machine conditions for both)."""
+    srcs = [opts.daemon_src] + ([opts.against] if opts.against else [])
+    figures: dict[int, list[float]] = {i: [] for i in range(len(srcs))}
     with tempfile.TemporaryDirectory(prefix="modemd-probe-") as tmpdir:
         tmp = Path(tmpdir)
         servers = Servers()
         async with trio.open_nursery() as nursery:
             await nursery.start(servers.run)
-            emu = Emulator(tmp, baud=BAUD, qiact_delay=0.1, boot_delay=0.1)
-            async with emu.running():
-                port = free_port()
-                config = daemon_config(tmp, emu, servers.port, port)
-                config = "\n".join(x for x in config.splitlines() if not x.startswith("health_"))
-                daemon = Daemon(tmp, opts.daemon_src, config)
-                daemon.check_source()
-                async with daemon.running():
-                    await wait_serving(port)
-                    for i in range(opts.rounds):
-                        await one_round(opts, daemon.stats.pid, port, servers,
-                                        i == opts.rounds - 1, 100 + i)
+            async with AsyncExitStack() as stack:
+                rigs = [await stack.enter_async_context(serving(tmp / str(i), src, servers))
+                        for i, src in enumerate(srcs)]
+                for r in range(opts.rounds):
+                    for i, (pid, port) in enumerate(rigs):
+                        label = f"[{srcs[i]}] " if opts.against else ""
+                        figures[i].append(await one_round(
+                            opts, pid, port, servers, r == opts.rounds - 1 and i == 0,
+                            100 + r * 2 + i, label))
                         await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
+    if opts.against:
+        for i, src in enumerate(srcs):
+            values = sorted(figures[i])
+            print(f"{opts.what} {src}: CPU-s/MB median {statistics.median(values):.3f} "
+                  f"({values[0]:.3f}-{values[-1]:.3f}, {len(values)} rounds)")
+        ratio = statistics.median(figures[0]) / statistics.median(figures[1])
+        print(f"{opts.what}: {srcs[0]} / {srcs[1]} = {ratio:.2f}")
 
 
 if __name__ == "__main__":
@@ -130,6 +160,8 @@ if __name__ == "__main__":
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--daemon-src", type=Path, default=ROOT)
+    p.add_argument("--against", type=Path, default=None,
+                   help="another checkout: rounds alternate between the two daemons")
     p.add_argument("--py-spy", default="", help="py-spy output file (last round)")
     p.add_argument("--format", default="flamegraph", help="py-spy format: flamegraph, raw, ...")
     p.add_argument("--rate", type=int, default=500, help="py-spy samples per second")
