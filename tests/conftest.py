@@ -14,16 +14,14 @@ from modemd.at.commands import QuectelAt
 from modemd.profiles import get_profile
 from modemd.serial import SerialPort
 
+from .quiet_clock import quiet_clock
+
 FAMILIES = ["bg95", "generic", "bc25", "bg96", "rg500u"]
-
-# With a real pty, trio's MockClock must not jump while a task waits for real I/O: jump only after
-# the loop has been idle for this long in real time.
-AUTOJUMP = 0.05
-
 
 @pytest.fixture
 def mock_clock():
-    return trio.testing.MockClock(autojump_threshold=AUTOJUMP)
+    """Virtual time that never jumps while a byte is on its way over a pty (tests/quiet_clock.py)."""
+    return quiet_clock()
 
 
 @dataclass

@@ -1,9 +1,10 @@
 import pytest
-import trio.testing
+
+from tests.quiet_clock import quiet_clock
 
 
 @pytest.fixture
 def mock_clock():
-    # Real pty and socket I/O happen in these tests: a zero threshold would jump virtual time
-    # while a task merely waits for the kernel, so give real I/O 50 ms first.
-    return trio.testing.MockClock(autojump_threshold=0.05)
+    # Real pty and socket I/O happen in these tests: the clock jumps only once no byte can still
+    # be on its way (tests/quiet_clock.py), or after 50 ms of idle time while a socket is open.
+    return quiet_clock()
