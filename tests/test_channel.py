@@ -444,3 +444,29 @@ async def test_a_chain_writes_its_next_qisend_at_send_ok_and_gives_way_to_queued
         await trio.testing.wait_all_tasks_blocked()
         assert transport.written == b""
         nursery.cancel_scope.cancel()
+
+
+async def test_a_chain_whose_next_command_fails_ends_and_the_reader_goes_on(caplog):
+    """An exception in the chain's `follow` (its owner's bug) ends the chain with the response
+    it has; the AT reader, the port's only reader, keeps running."""
+    a, b = trio.testing.memory_stream_pair()
+    transport = _RecordingTransport(a)
+    at = QuectelAt(AtChannel(transport), BG96)
+
+    def broken(queued: bool) -> bytes | None:
+        raise RuntimeError("boom")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(at.channel.run)
+        request = at.submit_stream(0, b"aaaa", broken)
+        await b.send_all(b"\r\n> ")
+        await trio.testing.wait_all_tasks_blocked()
+        await b.send_all(b"\r\nSEND OK\r\n")
+        assert (await at.wait_send(request)).final == "SEND OK"
+        assert "the chain ends here" in caplog.text
+        transport.written.clear()
+        csq = at.channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
+        assert transport.written == b"AT+CSQ\r"
+        await b.send_all(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+        assert (await at.channel.wait(csq)).lines == ["+CSQ: 20,99"]
+        nursery.cancel_scope.cancel()

@@ -623,7 +623,12 @@ class AtChannel:
         if (follow is None or request.withdrawn or response.corrupt
                 or response.final not in request.follow_ok):
             return False
-        command = follow(response, bool(self._pending) or self._hold)
+        try:
+            command = follow(response, bool(self._pending) or self._hold)
+        except Exception:  # a bug in the chain's owner must not stop the port's only reader
+            log.exception("%s: the chain's next command failed; the chain ends here",
+                          request.command.name)
+            return False
         if command is None:
             return False
         self._echo_noticed(request.command.name)
