@@ -5,7 +5,7 @@
         [--py-spy out.svg [--format raw]] [--strace out.txt] [--perf out.txt]
 
 Runs the cpu-budget section's traffic (`down`, `up` or `echo`) through a real daemon (no quota)
-and prints, per round: goodput, CPU-seconds per MB (schedstat), user and system time per MB,
+and prints, per round: goodput (÷ line rate; MB/s with --baud 0), CPU-seconds per MB (schedstat), user and system time per MB,
 task switches per MB, and voluntary / involuntary context switches; with --against, rounds
 alternate between two daemons and the medians and their ratio close the output. The last round can
 run under py-spy (`--gil`: only samples holding the GIL), strace or `perf stat`, attached to the daemon.
@@ -23,7 +23,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import trio
-from cpu_budget import BAUD, LINE, cpu_seconds, echo_both_ways, switches
+from cpu_budget import BAUD, cpu_seconds, echo_both_ways, switches
 from harness import (
     ROOT,
     Daemon,
@@ -78,12 +78,14 @@ def attach(opts, pid: int) -> subprocess.Popen | None:
 
 async def traffic(opts, port: int, servers: Servers, tag: int) -> tuple[float, float]:
     """(goodput, MB moved): ÷ line rate for down and up, B/s each way for echo."""
+    line = opts.baud / 10 if opts.baud else 1e6  # unlimited: goodput in MB/s
     if opts.what == "down":
         c = await download(port, opts.seconds)
-        return c.goodput() / LINE, c.offset / 1e6
+        return c.goodput() / line, c.offset / 1e6
     if opts.what == "up":
-        c = await upload(port, servers, tag, opts.seconds, size=int(opts.seconds * LINE))
-        return c.goodput() / LINE, c.offset / 1e6
+        size = int(opts.seconds * line) if opts.baud else None
+        c = await upload(port, servers, tag, opts.seconds, size=size)
+        return c.goodput() / line, c.offset / 1e6
     good, c = await echo_both_ways(port, opts.seconds)
     return good, 2 * c.offset / 1e6  # each byte crossed the line twice
 
@@ -109,10 +111,10 @@ async def one_round(opts, pid: int, port: int, servers: Servers, last: bool, tag
 
 
 @asynccontextmanager
-async def serving(tmp: Path, src: Path, servers: Servers):
+async def serving(tmp: Path, src: Path, servers: Servers, baud: int):
     """An emulator and a daemon from `src` behind it, serving: (daemon pid, forward port)."""
     tmp.mkdir()
-    emu = Emulator(tmp, baud=BAUD, qiact_delay=0.1, boot_delay=0.1)
+    emu = Emulator(tmp, baud=baud, qiact_delay=0.1, boot_delay=0.1)
     async with emu.running():
         port = free_port()
         config = daemon_config(tmp, emu, servers.port, port)
@@ -135,7 +137,8 @@ async def main(opts) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(servers.run)
             async with AsyncExitStack() as stack:
-                rigs = [await stack.enter_async_context(serving(tmp / str(i), src, servers))
+                rigs = [await stack.enter_async_context(
+                    serving(tmp / str(i), src, servers, opts.baud))
                         for i, src in enumerate(srcs)]
                 for r in range(opts.rounds):
                     for i, (pid, port) in enumerate(rigs):
@@ -158,6 +161,8 @@ if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("down", "up", "echo"))
     p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--baud", type=int, default=BAUD,
+                   help="the emulator's line (0: unlimited; goodput is then in MB/s)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--daemon-src", type=Path, default=ROOT)
     p.add_argument("--against", type=Path, default=None,

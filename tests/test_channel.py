@@ -470,3 +470,38 @@ async def test_a_chain_whose_next_command_fails_ends_and_the_reader_goes_on(capl
         await b.send_all(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
         assert (await at.channel.wait(csq)).lines == ["+CSQ: 20,99"]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_chain_goes_on_behind_a_command_queued_meanwhile():
+    """A command queued while a chain runs is written at the chain's next SEND OK; the chain's
+    next QISEND follows it, as the same request (its waiter is not woken in between)."""
+    a, b = trio.testing.memory_stream_pair()
+    transport = _RecordingTransport(a)
+    at = QuectelAt(AtChannel(transport), BG96)
+    chunks = [b"bbbb"]
+    asked: list[bool] = []
+
+    def next_chunk(queued: bool) -> bytes | None:
+        asked.append(queued)
+        return chunks.pop(0) if chunks else None
+
+    async def answer(expect: bytes, reply: bytes) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        assert bytes(transport.written) == expect
+        transport.written.clear()
+        await b.send_all(reply)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(at.channel.run)
+        request = at.submit_stream(0, b"aaaa", next_chunk)
+        await answer(b"AT+QISEND=0,4\r", b"\r\n> ")
+        other = at.channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
+        await answer(b"aaaa", b"\r\nSEND OK\r\n")
+        await answer(b"AT+CSQ\r", b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")  # the queued one first
+        assert asked == [True] and not request.done.is_set()
+        assert (await at.channel.wait(other)).lines == ["+CSQ: 20,99"]
+        await answer(b"AT+QISEND=0,4\r", b"\r\n> ")              # then the chain goes on
+        await answer(b"bbbb", b"\r\nSEND OK\r\n")
+        assert (await at.wait_send(request)).final == "SEND OK"
+        assert asked == [True, False]
+        nursery.cancel_scope.cancel()

@@ -283,11 +283,12 @@ class AtChannel:
 
         With `follow`, the request is a chain: when a command of it ends with a final result in
         `follow_ok` (not garbled, the caller still waiting), the reader calls
-        `follow(response, queued)` (`queued`: other commands wait) and writes the command it
-        returns at once, as the same request; the request ends (its waiter wakes) with the
-        first final outside `follow_ok`, an error, or when `follow` returns None. A bulk upload
-        thus costs its sending task no wake-up per QISEND, the line no gap between SEND OK and
-        the next command, and other commands still go at the first SEND OK after they queue."""
+        `follow(response, queued)` and writes the command it returns at once, as the same
+        request; when other commands queued meanwhile (`queued`), it goes behind them instead.
+        The request ends (its waiter wakes) with the first final outside `follow_ok`, an error,
+        or when `follow` returns None. A bulk upload thus costs its sending task no wake-up per
+        QISEND, the line no gap between SEND OK and the next command, and other commands still
+        go at the first SEND OK after they queue."""
         if self._closed is not None:
             raise ChannelClosed(str(self._closed) or "AT channel is closed")
         request = _Request(command, follow=follow, follow_ok=follow_ok)
@@ -633,9 +634,13 @@ class AtChannel:
             return False
         self._echo_noticed(request.command.name)
         request.command = command
-        self._start(request)
-        if self._current is not request:  # a malformed command: it failed, the queue goes on
+        if self._pending or self._hold:
+            self._pending.append(request)  # behind the commands that queued meanwhile
             self._start_next()
+        else:
+            self._start(request)
+            if self._current is not request:  # a malformed command: it failed, go on
+                self._start_next()
         self._notify_watch()
         return True
 

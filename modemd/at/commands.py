@@ -496,11 +496,11 @@ class QuectelAt:
         self, connect_id: int, first: bytes, next_chunk: Callable[[bool], bytes | None]
     ) -> object:
         """Queue a chain of stream QISENDs (channel.submit's `follow`): `first`, then, at each
-        SEND OK, the chunk `next_chunk(queued)` returns, written by the reader at once; `queued`
-        says other commands wait (return None to let them go first). It is called only when
-        the chunk in flight got SEND OK, so exactly the chunks it was called for are sent. The
-        request ends at the first other outcome (SEND FAIL, ERROR, lost) or when `next_chunk`
-        returns None: `wait_send` gives that last command's outcome."""
+        SEND OK, the chunk `next_chunk(queued)` returns, written by the reader at once, or
+        behind the other commands when some wait (`queued`). It is called only when the chunk
+        in flight got SEND OK, so exactly the chunks it was called for are sent. The request
+        ends at the first other outcome (SEND FAIL, ERROR, lost) or when `next_chunk` returns
+        None: `wait_send` gives that last command's outcome."""
 
         def follow(response: Response, queued: bool) -> Command | None:
             chunk = next_chunk(queued)

@@ -5,8 +5,9 @@ backlog would keep the queue full of its own commands. Here every per-socket com
 turn; at most `depth` turns are out at once (2 keeps the channel busy between commands) and a freed
 turn goes to the waiting socket served least recently. Bulk sockets thus rotate round-robin, and a
 socket that was idle (a small interactive message) goes ahead of them: its last turn is the oldest.
-A socket's chained send (socket.py) holds one turn for a chain of QISENDs; the chain gives way at
-the first SEND OK after another command queued, and the socket takes a new turn.
+A socket's chained send (socket.py) holds one turn for a chain of QISENDs: commands queued
+meanwhile go first at its next SEND OK (the chain goes on behind them), and when another socket
+waits for a turn the chain ends there and the socket takes a new turn.
 
 Bookkeeping queries (AT+QISEND=id,0 ACK polls, the lost-URC AT+QIRD=id,0) take *background* turns:
 at most `background_depth` of them are out at once, so sockets opened together, whose ACK timers

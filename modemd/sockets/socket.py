@@ -565,9 +565,10 @@ class ModuleSocket:
         Chained (`QuectelAt.submit_stream`): the first QISEND of a turn is queued by this task;
         each next one is taken by the AT reader at the SEND OK of the one before and written at
         once (one command at a time on the line, as the manual requires, and no wake-up of this
-        task per chunk). The chain gives way at the first SEND OK after another command queued
-        or another socket asked for a turn, and this task takes a new turn (fair turns,
-        scheduler.py). A chunk that is not answered
+        task per chunk). A command queued meanwhile (another socket's, an ACK poll, the
+        supervisor's) goes first at the next SEND OK and the chain continues behind it; when
+        another socket asks for a turn, the chain ends there and this task takes a new turn
+        (fair turns, scheduler.py). A chunk that is not answered
         SEND OK goes through `_send_chunk` (SEND FAIL back-off, the exactly-once reconcile of
         an uncertain one); nothing is ever written behind it. `more()` gives the bytes the
         local side already has (None: nothing yet); they join the chain, so the line does not
@@ -615,8 +616,8 @@ class ModuleSocket:
             nonlocal inflight
             self._sent(inflight)  # it got SEND OK
             inflight = None
-            if queued or scheduler.waiting or self.remote_closed or self.failure is not None:
-                return None  # others go first (queued, or waiting for a turn): a new turn
+            if scheduler.waiting or self.remote_closed or self.failure is not None:
+                return None  # another socket waits for a turn: give ours back
             if not chunks and not (more is not None and self._refill(chunks, more)):
                 return None
             inflight = chunks.popleft()
