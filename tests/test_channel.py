@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import partial
 
 import pytest
 import trio
@@ -398,6 +399,15 @@ async def test_a_command_written_during_a_paced_wait_is_answered_without_waiting
         await module.aclose()
 
 
+async def _answer(transport: _RecordingTransport, module, expect: bytes, reply: bytes) -> None:
+    """The module's side of a scripted exchange: once the channel has written `expect` (and
+    nothing else), it answers `reply`."""
+    await trio.testing.wait_all_tasks_blocked()
+    assert bytes(transport.written) == expect
+    transport.written.clear()
+    await module.send_all(reply)
+
+
 async def test_a_chain_writes_its_next_qisend_at_send_ok_and_gives_way_to_queued_commands():
     """submit_stream: the reader asks for the next chunk only at a SEND OK and writes it at once
     (the sender is not woken per chunk); a command queued meanwhile goes at the next SEND OK
@@ -412,11 +422,7 @@ async def test_a_chain_writes_its_next_qisend_at_send_ok_and_gives_way_to_queued
         asked.append(queued)
         return None if queued or not chunks else chunks.pop(0)
 
-    async def answer(expect: bytes, reply: bytes) -> None:
-        await trio.testing.wait_all_tasks_blocked()
-        assert bytes(transport.written) == expect
-        transport.written.clear()
-        await b.send_all(reply)
+    answer = partial(_answer, transport, b)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(at.channel.run)
@@ -485,11 +491,7 @@ async def test_a_chain_goes_on_behind_a_command_queued_meanwhile():
         asked.append(queued)
         return chunks.pop(0) if chunks else None
 
-    async def answer(expect: bytes, reply: bytes) -> None:
-        await trio.testing.wait_all_tasks_blocked()
-        assert bytes(transport.written) == expect
-        transport.written.clear()
-        await b.send_all(reply)
+    answer = partial(_answer, transport, b)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(at.channel.run)
