@@ -68,16 +68,16 @@ def check_config_main(path: str, emulate: bool) -> int:
 def _cannot_serve(path: str, emulate: bool) -> list[str]:
     """What the configured family cannot do, as the daemon says it at start (one line); with
     model = "auto" the daemon checks once the module has identified itself."""
-    from .capabilities import check
+    from .capabilities import check, known_profile
     from .config import load_config
-    from .profiles import PROFILES, UnsupportedConfig
+    from .profiles import UnsupportedConfig
 
     cfg = load_config(path, emulate=emulate)
-    model = cfg.modem.model
-    if model not in PROFILES:
+    profile = known_profile(cfg, None)
+    if profile is None:
         return []
     try:
-        check(cfg, PROFILES[model], f'modem.model = "{model}"')
+        check(cfg, profile, f'modem.model = "{cfg.modem.model}"')
     except UnsupportedConfig as exc:
         return [str(exc)]
     return []

@@ -262,10 +262,9 @@ class AtChannel:
         self.commands_sent = 0
         # direct-push data goes here, synchronously from the reader, instead of to subscribers
         self.push_sink: Callable[[Recv], None] | None = None
-        # ... and told once the events of one read are dispatched, if it pushed any (push_sink
-        # may collect a read's frames and hand them over together here)
+        # ... and told once the events of each read are dispatched (push_sink may collect a
+        # read's frames and hand them over together here)
         self.push_done: Callable[[], None] | None = None
-        self._pushes = 0
         # ... and the connect_id whose pushed data was corrupted (its connection cannot go on)
         self.push_corrupt_sink: Callable[[int], None] | None = None
         # lines modemd has no use for, per prefix (modemd_unsolicited_lines_total)
@@ -444,12 +443,11 @@ class AtChannel:
         return None
 
     def _dispatch_all(self) -> None:
-        """Act on every event the bytes read so far complete; then `push_done` (when this read
-        pushed data): the socket layer hands a read's pushed frames over in one write."""
-        pushes = self._pushes
+        """Act on every event the bytes read so far complete; then `push_done`: the socket layer
+        hands a read's pushed frames over in one write."""
         while (event := self.protocol.next_event()) is not None:
             self._dispatch(event)
-        if self._pushes != pushes and self.push_done is not None:
+        if self.push_done is not None:
             self.push_done()
 
     def _unsolicited(self, text: str) -> None:
@@ -474,7 +472,6 @@ class AtChannel:
                 self._unsolicited(urc.text)
             if event.payload is not None and self.push_sink is not None and isinstance(urc, Recv):
                 self.observer.urc(urc)
-                self._pushes += 1
                 self.push_sink(urc)
                 return
             self._publish(urc)
@@ -624,8 +621,9 @@ class AtChannel:
         if (follow is None or request.withdrawn or response.corrupt
                 or response.final not in request.follow_ok):
             return False
+        queued = bool(self._pending) or self._hold
         try:
-            command = follow(response, bool(self._pending) or self._hold)
+            command = follow(response, queued)
         except Exception:  # a bug in the chain's owner must not stop the port's only reader
             log.exception("%s: the chain's next command failed; the chain ends here",
                           request.command.name)
@@ -634,7 +632,7 @@ class AtChannel:
             return False
         self._echo_noticed(request.command.name)
         request.command = command
-        if self._pending or self._hold:
+        if queued:
             self._pending.append(request)  # behind the commands that queued meanwhile
             self._start_next()
         else:
@@ -723,15 +721,17 @@ class AtChannel:
         """One more `AT`: filler bytes that reached a module in command mode (no CR) are ended
         by its CR and answered ERROR, instead of gluing onto the next queued command."""
         probe = _data_probe()
-        await self._write_probe(probe)
-        with trio.move_on_after(PROBE_TIMEOUT):
-            await probe.done.wait()
-        self._drop_unanswered(probe)
+        if not await self._ask(probe):
+            self._drop_unanswered(probe)
 
-    async def _write_probe(self, probe: _Request) -> None:
-        """Write a probe now (the channel holds its queue: nothing else is in flight)."""
+    async def _ask(self, probe: _Request, seconds: float = PROBE_TIMEOUT) -> bool:
+        """Write a probe now (the channel holds its queue: nothing else is in flight) and wait
+        up to `seconds` for its answer: whether it came (unanswered, it is still in flight)."""
         self._start(probe)
         await self._flush()
+        with trio.move_on_after(seconds):
+            await probe.done.wait()
+        return probe.done.is_set()
 
     def _drop_unanswered(self, probe: _Request) -> None:
         """A probe that got no answer is no longer in flight: the protocol keeps it as a debt
@@ -748,10 +748,7 @@ class AtChannel:
         """Write `probe` and wait for its answer; a late answer of an earlier probe in the
         meantime proves the module alive too (the probe then stays a debt)."""
         late = self._late_answers()
-        await self._write_probe(probe)
-        with trio.move_on_after(seconds):
-            await probe.done.wait()
-        if probe.done.is_set():
+        if await self._ask(probe, seconds):
             return True
         self._drop_unanswered(probe)
         return self._late_answers() > late
@@ -761,10 +758,7 @@ class AtChannel:
         when it goes unanswered, the data phase completed with filler. (answer, junk written)."""
         assert command.data is not None
         probe = _data_probe()
-        await self._write_probe(probe)
-        with trio.move_on_after(PROBE_TIMEOUT):
-            await probe.done.wait()
-        if probe.done.is_set():
+        if await self._ask(probe):
             return probe, False
         rest = len(command.data) - len(DATA_PROBE_TEXT) - 1
         if rest > 0:

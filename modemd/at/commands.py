@@ -479,7 +479,7 @@ class QuectelAt:
     ) -> trio.MemoryReceiveChannel[Urc]:
         """Every URC from now on; pushed data (and the connect_id of a broken push frame) go to
         `push` / `push_corrupt` synchronously from the reader instead, and `push_done` is called
-        once the events of a read that pushed data are dispatched (hand them over now)."""
+        once the events of each read are dispatched (hand over what it pushed now)."""
         urcs = self.channel.subscribe(buffer)
         self.channel.push_sink = push
         self.channel.push_corrupt_sink = push_corrupt

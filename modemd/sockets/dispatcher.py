@@ -83,6 +83,8 @@ class UrcDispatcher:
 
     def push_done(self) -> None:
         """The reader dispatched one read's events: the collected frames go to the local side."""
+        if not self._collecting:
+            return
         collecting, self._collecting = self._collecting, []
         for sock in collecting:
             sock.hand_over()
