@@ -140,5 +140,11 @@ def visited(sup) -> list[str]:
     return [state for _, state, _ in sup.history]
 
 
+def on_emulator(cfg: Config, tty: str, family: str) -> Config:
+    """A parsed config, run on the emulator's pty as `family`, with no power backend."""
+    return dataclasses.replace(cfg, modem=ModemConfig(port=tty, model=family, lock_dir=""),
+                               power=PowerConfig(backend="none"))
+
+
 def replace_modem(cfg: Config, **kw) -> Config:
     return dataclasses.replace(cfg, modem=dataclasses.replace(cfg.modem, **kw))

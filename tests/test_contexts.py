@@ -6,7 +6,6 @@ one context while a live connection on the other keeps carrying data."""
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import json
 import shutil
@@ -19,7 +18,7 @@ import pytest
 import trio
 
 from modemd.capabilities import problems
-from modemd.config import ConfigError, ModemConfig, PowerConfig, parse_config
+from modemd.config import ConfigError, parse_config
 from modemd.emulator import Emulator, EmulatorConfig
 from modemd.profiles import PROFILES
 from modemd.proxy.proxy import Proxy
@@ -27,7 +26,7 @@ from modemd.reload import Apply, plan
 from modemd.sockets.manager import SocketManager
 from tests.ports import free_port
 from tests.sockets_helpers import echo_handler, recv_exactly, tcp_server
-from tests.supervisor_helpers import running
+from tests.supervisor_helpers import on_emulator, running
 from tests.test_daemon import Daemon
 from tests.test_ipv6_daemon import BODY, HOSTS, curl, echo_through, http_handler
 from tests.test_readme_snippets import README
@@ -194,10 +193,7 @@ async def two_context_stack(family: str, toml: str):
             pdp = pdp.replace('apn = "internet"\n', f'apn = "internet"\n{dns}')
         cfg = parse_config(PORT + pdp + toml, emulate=True)
         assert problems(cfg, PROFILES[family]) == []
-        cfg = dataclasses.replace(
-            cfg, modem=ModemConfig(port=emu.tty_path, model=family, lock_dir=""),
-            power=PowerConfig(backend="none"),
-        )
+        cfg = on_emulator(cfg, emu.tty_path, family)
         async with running(cfg) as (sup, link), trio.open_nursery() as nursery:
             with trio.fail_after(60):
                 await link.wait_serving(1)

@@ -5,7 +5,6 @@ listeners (TCP LISTENER / UDP SERVICE) on the IPv6 context where the family has 
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import socket as pysocket
 import struct
@@ -14,7 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 import trio
 
-from modemd.config import ModemConfig, PowerConfig, parse_config
+from modemd.config import parse_config
 from modemd.emulator import Emulator, EmulatorConfig
 from modemd.proxy.proxy import Proxy
 from modemd.proxy.socks5_parser import (
@@ -26,7 +25,7 @@ from modemd.proxy.socks5_parser import (
 from modemd.sockets.manager import SocketManager
 from tests.ports import free_port
 from tests.sockets_helpers import echo_handler, recv_exactly, tcp_server
-from tests.supervisor_helpers import running
+from tests.supervisor_helpers import on_emulator, running
 
 HOSTS = {"v6.test": "::1", "v4.test": "127.0.0.1"}
 BODY = b"served over IPv6 " * 64
@@ -50,10 +49,7 @@ async def daemon_stack(family: str, ip_type: str, toml: str):
                              boot_delay=0.01, qiact_delay=0.01)
     async with Emulator.open(emu_cfg) as emu:
         cfg = parse_config(f'[pdp]\napn = "internet"\nip_type = "{ip_type}"\n{toml}', emulate=True)
-        cfg = dataclasses.replace(
-            cfg, modem=ModemConfig(port=emu.tty_path, model=family, lock_dir=""),
-            power=PowerConfig(backend="none"),
-        )
+        cfg = on_emulator(cfg, emu.tty_path, family)
         async with running(cfg) as (sup, link), trio.open_nursery() as nursery:
             with trio.fail_after(30):
                 await link.wait_serving(1)
