@@ -385,7 +385,9 @@ async def test_a_command_written_during_a_paced_wait_is_answered_without_waiting
             # still running, the last frames still unread in the tty
             await trio.testing.wait_all_tasks_blocked(0.01)  # (real seconds, under the autojump)
             assert channel.pacer.lingers >= 4 and len(pushed) < 8
+            cuts = channel.pause.cuts
             request = channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
+            assert channel.pause.cuts == cuts + 1  # the wait in progress was cut short
             assert await module.receive_some() == b"AT+CSQ\r"
             answered_at = trio.current_time()
             await module.send_all(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")

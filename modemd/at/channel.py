@@ -66,6 +66,7 @@ from typing import Protocol
 
 import trio
 
+from ..pause import Pause
 from .pacer import ReadPacer
 from .protocol import (
     OK_FINALS,
@@ -241,7 +242,7 @@ class AtChannel:
         self._wake = trio.Event()              # the writer: bytes the tty did not take, or _quiet
         self._watching = False                 # _quiet waits for the command's end or its `>`
         self._alarm: trio.CancelScope | None = None  # the writer's wait: due at the check time
-        self._rouse = trio.Event()             # the reader, in a paced wait: a command was written
+        self.pause = Pause()                   # the reader's paced wait; cut when a command is written
         self._started = 0.0                    # trio time the current command was written
         self._deadline = math.inf
         self._check_at = math.inf              # its expected response time (or deadline) passes
@@ -399,7 +400,14 @@ class AtChannel:
             self._pending.popleft().finish(error=reason)
 
     async def _reader(self) -> None:
+        try:
+            await self._read_loop()
+        finally:
+            self.pause.close()
+
+    async def _read_loop(self) -> None:
         self.pacer = pacer = ReadPacer()
+        pause = self.pause
         read_nowait = getattr(self.transport, "read_nowait", None)
         data = None
         while True:
@@ -417,9 +425,7 @@ class AtChannel:
                                     idle=self.protocol.in_flight is None)
             data = None
             if wait:  # a payload's rest, or the next frame of a stream, in one read (pacer.py)
-                self._rouse = trio.Event()
-                with trio.move_on_after(wait):
-                    await self._rouse.wait()  # set when a command is written: its answer is due
+                await pause.wait(wait)  # cut short when a command is written: its answer is due
                 if read_nowait is not None:  # the wait was the checkpoint: no second one
                     data = read_nowait(65536)
                     if not data:
@@ -538,7 +544,7 @@ class AtChannel:
             request.finish(error=exc)
             return
         self._current = request
-        self._rouse.set()
+        self.pause.cut()
         self._started = trio.current_time()
         command = request.command
         self._deadline = self._started + command.timeout
