@@ -4,11 +4,13 @@
         [--against OTHER_CHECKOUT]
         [--py-spy out.svg [--format raw]] [--strace out.txt] [--perf out.txt]
 
-Runs the cpu-budget section's traffic (`down`, `up` or `echo`) through a real daemon (no quota)
-and prints, per round: goodput (÷ line rate; MB/s with --baud 0), CPU-seconds per MB (schedstat), user and system time per MB,
-task switches per MB, and voluntary / involuntary context switches; with --against, rounds
-alternate between two daemons and the medians and their ratio close the output. The last round can
-run under py-spy (`--gil`: only samples holding the GIL), strace or `perf stat`, attached to the daemon.
+Runs the cpu-budget section's traffic (`down`, `up`, `echo`, or `mix`: 11 bulk downloads and one
+small echo) through a real daemon (no quota) and prints, per round: goodput (÷ line rate; MB/s with
+--baud 0), CPU-seconds per MB (schedstat), user and system time per MB, task switches per MB,
+voluntary / involuntary context switches and the daemon's peak RSS so far (VmHWM); with --against,
+rounds alternate between two daemons and the medians, their ratio and each daemon's peak RSS close
+the output. The last round can run under py-spy (`--gil`: only samples holding the GIL), strace or
+`perf stat`, attached to the daemon.
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import trio
-from cpu_budget import BAUD, cpu_seconds, echo_both_ways, switches
+from cpu_budget import BAUD, cpu_seconds, echo_both_ways, mix, switches
 from harness import (
     ROOT,
     Daemon,
     Emulator,
+    ProcStats,
     Servers,
     daemon_config,
     download,
@@ -86,6 +89,9 @@ async def traffic(opts, port: int, servers: Servers, tag: int) -> tuple[float, f
         size = int(opts.seconds * line) if opts.baud else None
         c = await upload(port, servers, tag, opts.seconds, size=size)
         return c.goodput() / line, c.offset / 1e6
+    if opts.what == "mix":
+        rate, _ = await mix(port, servers, opts.seconds)
+        return rate / line, rate * opts.seconds / 1e6
     good, c = await echo_both_ways(port, opts.seconds)
     return good, 2 * c.offset / 1e6  # each byte crossed the line twice
 
@@ -102,7 +108,7 @@ async def one_round(opts, pid: int, port: int, servers: Servers, last: bool, tag
     print(f"{label}{opts.what}: goodput {good:.3f}  MB {mb:.2f}  CPU-s/MB {cpu / mb:.3f} "
           f"(user {(t1[0] - t0[0]) / mb:.3f}, system {(t1[1] - t0[1]) / mb:.3f})  "
           f"switches/MB {sw / mb:.0f} (voluntary {(v1[0] - v0[0]) / mb:.0f}, involuntary "
-          f"{(v1[1] - v0[1]) / mb:.0f})", flush=True)
+          f"{(v1[1] - v0[1]) / mb:.0f})  peak RSS {ProcStats(pid).hwm_mb():.2f} MB", flush=True)
     if tool is not None:
         if not opts.py_spy:
             tool.send_signal(2)
@@ -147,19 +153,21 @@ async def main(opts) -> None:
                             opts, pid, port, servers, r == opts.rounds - 1 and i == 0,
                             100 + r * 2 + i, label))
                         await trio.sleep(0.5)
+                peaks = [ProcStats(pid).hwm_mb() for pid, _ in rigs]
             nursery.cancel_scope.cancel()
     if opts.against:
         for i, src in enumerate(srcs):
             values = sorted(figures[i])
             print(f"{opts.what} {src}: CPU-s/MB median {statistics.median(values):.3f} "
-                  f"({values[0]:.3f}-{values[-1]:.3f}, {len(values)} rounds)")
+                  f"({values[0]:.3f}-{values[-1]:.3f}, {len(values)} rounds), peak RSS "
+                  f"{peaks[i]:.2f} MB")
         ratio = statistics.median(figures[0]) / statistics.median(figures[1])
         print(f"{opts.what}: {srcs[0]} / {srcs[1]} = {ratio:.2f}")
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("down", "up", "echo"))
+    p.add_argument("what", choices=("down", "up", "echo", "mix"))
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--baud", type=int, default=BAUD,
                    help="the emulator's line (0: unlimited; goodput is then in MB/s)")
