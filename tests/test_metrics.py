@@ -130,6 +130,25 @@ def test_every_metric_is_exposed_with_expected_names():
     assert 'modemd_pdp_address_info{address="10.64.1.2",context_id="1"} 1.0' in text
 
 
+def test_command_durations_fall_in_the_buckets_a_prometheus_histogram_would_give():
+    """The plain-count collector (metrics.CommandCounts) keeps Histogram's rules: a value equal
+    to a bound counts in that bucket, buckets are cumulative, +Inf is the count, and a negative
+    time (a clock step) counts as 0."""
+    m = Metrics()
+    for seconds in (0.001, 0.0011, 0.3, 200.0, -1.0):
+        m.command_done("AT+QISEND", seconds, "SEND OK")
+    v = m.value
+    labels = {"command": "AT+QISEND"}
+    assert v("modemd_at_command_duration_seconds_bucket", {**labels, "le": "0.001"}) == 2
+    assert v("modemd_at_command_duration_seconds_bucket", {**labels, "le": "0.0025"}) == 3
+    assert v("modemd_at_command_duration_seconds_bucket", {**labels, "le": "0.5"}) == 4
+    assert v("modemd_at_command_duration_seconds_bucket", {**labels, "le": "150.0"}) == 4
+    assert v("modemd_at_command_duration_seconds_bucket", {**labels, "le": "+Inf"}) == 5
+    assert v("modemd_at_command_duration_seconds_count", labels) == 5
+    assert v("modemd_at_command_duration_seconds_sum", labels) == pytest.approx(200.3021)
+    assert v("modemd_at_results_total", {**labels, "result": "send_ok"}) == 5
+
+
 def test_values():
     m = busy_metrics()
     v = m.value
