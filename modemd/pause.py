@@ -4,7 +4,7 @@ The reader pauses for a few milliseconds hundreds of times a second while the mo
 (at/pacer.py). Done as a trio timeout (`move_on_after` around an Event), every pause ends in a
 Cancelled exception raised and caught through trio's cancel machinery. On a cold cache that path
 was about a sixth of a downloaded frame's CPU. A Linux timerfd waited for like any other fd
-costs one settime and one read instead, and a command written meanwhile fires it at once.
+costs one settime instead, and a command written meanwhile fires it at once.
 
 The timerfd counts real seconds, so it is used only while trio's clock does too; under a
 test's MockClock the pause is the trio timeout (same behaviour, virtual time).
@@ -26,40 +26,30 @@ _TFD_NONBLOCK = 0o4000
 _FIRE_NOW = 1e-9  # s: the shortest arming (0 would disarm the timer)
 
 
-class _Timespec(ctypes.Structure):
-    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
-
-
-class _Itimerspec(ctypes.Structure):
-    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
-
-
 class _Timerfd:
     """timerfd_create/settime through libc (os.timerfd_* exists only from Python 3.13)."""
 
     def __init__(self) -> None:
         libc = ctypes.CDLL(None, use_errno=True)  # the process's own libc
         self._settime_fn = libc.timerfd_settime
-        self._spec = _Itimerspec()
-        self._ref = ctypes.byref(self._spec)
+        # struct itimerspec {it_interval {sec, nsec}, it_value {sec, nsec}} as one array: an
+        # item assignment is cheaper than a ctypes field of a nested Structure
+        self._spec = (ctypes.c_long * 4)()
         fd = libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_CLOEXEC | _TFD_NONBLOCK)
         if fd < 0:
             raise OSError(ctypes.get_errno(), "timerfd_create")
         self.fd = fd
 
     def arm(self, seconds: float) -> None:
-        """Fire once, `seconds` from now; arming also clears an expiry not yet read."""
-        value = self._spec.it_value
+        """Fire once, `seconds` from now. Arming also clears an expiry not read yet (the kernel
+        resets the timer's tick count), so a wait that starts with arm() never sees an old one
+        and nothing needs to read the fd."""
+        spec = self._spec
         sec = int(seconds)
-        value.tv_sec, value.tv_nsec = sec, max(1, int((seconds - sec) * 1e9))
-        if self._settime_fn(self.fd, 0, self._ref, None) < 0:
+        spec[2] = sec
+        spec[3] = max(1, int((seconds - sec) * 1e9))
+        if self._settime_fn(self.fd, 0, spec, None) < 0:
             raise OSError(ctypes.get_errno(), "timerfd_settime")
-
-    def consume(self) -> None:
-        try:
-            os.read(self.fd, 8)
-        except BlockingIOError:
-            pass
 
     def close(self) -> None:
         os.close(self.fd)
@@ -110,7 +100,6 @@ class Pause:
             await trio.lowlevel.wait_readable(timer.fd)
         finally:
             self._waiting = False
-        timer.consume()
 
     def cut(self) -> None:
         """End the wait in progress now (a command was written: its answer is due)."""
