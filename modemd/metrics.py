@@ -37,6 +37,7 @@ from prometheus_client.utils import floatToGoString
 
 from .at.channel import Observer
 from .at.radio import REGISTRATION_DOMAINS, csq_to_dbm
+from .at.urc import Recv
 
 log = logging.getLogger("modemd.metrics")
 
@@ -661,6 +662,14 @@ class Metrics(Observer):
             counts[kind] += 1
         else:
             self.at_urcs.first(kind, urc_kind(urc))
+
+    def pushed(self, connect_id: int, size: int) -> None:
+        # a direct-push frame is a "recv" URC, the fast lane just has no URC object for it
+        counts = self.at_urcs.counts
+        if Recv in counts:
+            counts[Recv] += 1
+        else:
+            self.at_urcs.first(Recv, "recv")
 
     def unknown_line(self, text: str) -> None:
         self.at_unknown_lines.inc()

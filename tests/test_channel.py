@@ -365,7 +365,7 @@ async def test_a_command_written_during_a_paced_wait_is_answered_without_waiting
     os.close(slave)
     channel = AtChannel(port)
     pushed: list[int] = []
-    channel.push_sink = lambda urc: pushed.append(urc.connect_id)
+    channel.push_sink = lambda connect_id, data: pushed.append(connect_id)
     channel.set_push(0, True)
     frame = b'\r\n+QIURC: "recv",0,1500\r\n' + bytes(1500) + b"\r\n"
     rate = 92_160  # bytes/s: a saturated 921600 line, handed over in 512-byte bursts like a tty

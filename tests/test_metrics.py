@@ -149,6 +149,16 @@ def test_command_durations_fall_in_the_buckets_a_prometheus_histogram_would_give
     assert v("modemd_at_results_total", {**labels, "result": "send_ok"}) == 5
 
 
+def test_a_pushed_frame_counts_as_a_recv_urc():
+    """The channel's fast lane hands pushed payloads over without a URC object; they still count
+    in modemd_at_urcs_total{type="recv"}, with the recv notices of buffer mode."""
+    m = Metrics()
+    m.pushed(0, 1460)
+    m.urc(Recv(1))
+    m.pushed(3, 20)
+    assert m.value("modemd_at_urcs_total", {"type": "recv"}) == 3
+
+
 def test_values():
     m = busy_metrics()
     v = m.value

@@ -228,7 +228,7 @@ def test_direct_push_payload():
     p.set_push(0, True)
     body = b'\r\n+QIURC: "recv",0,4\r\nOK\r\n\r\n+QIURC: "recv",1,3\r\n'
     events = run(p, [body])
-    assert events[0] == UrcEvent('+QIURC: "recv",0,4', b"OK\r\n")
+    assert events[0] == UrcEvent('+QIURC: "recv",0,4', b"OK\r\n", push_id=0)
     assert events[1] == UrcEvent('+QIURC: "recv",1,3')  # socket 1 is in buffer mode
 
 
@@ -239,7 +239,7 @@ def test_direct_push_payload_is_delivered_when_its_line_end_arrives():
     p.receive(b'\r\n+QIURC: "recv",0,5\r\nhello')
     assert p.next_event() is None  # the line end (overrun check) is not here yet
     p.receive(b"\r\n")
-    assert p.next_event() == UrcEvent('+QIURC: "recv",0,5', b"hello")
+    assert p.next_event() == UrcEvent('+QIURC: "recv",0,5', b"hello", push_id=0)
     assert p.next_event() is None
 
 

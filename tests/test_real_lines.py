@@ -163,7 +163,7 @@ def test_a_push_frame_split_anywhere_keeps_its_payload():
         proto.set_push(0, True)
         proto.send(Command("AT"))
         events = feed(proto, pieces)
-        assert events[0] == UrcEvent('+QIURC: "recv",0,4', b"test")
+        assert events[0] == UrcEvent('+QIURC: "recv",0,4', b"test", push_id=0)
         assert isinstance(events[1], Done) and events[1].response.final == "OK"
 
 

@@ -81,7 +81,7 @@ from .protocol import (
     UrcEvent,
 )
 from .unsolicited import UnsolicitedLines
-from .urc import ModuleReady, OtherUrc, PoweredDown, Recv, Urc, parse_urc
+from .urc import ModuleReady, OtherUrc, PoweredDown, Urc, parse_urc
 
 log = logging.getLogger("modemd.at")
 
@@ -178,6 +178,7 @@ class Observer:
     def module_silent(self, name: str, seconds: float) -> None: ...
     def echo_back(self, name: str) -> None: ...
     def urc(self, urc: Urc) -> None: ...
+    def pushed(self, connect_id: int, size: int) -> None: ...  # a direct-push frame (a recv URC)
     def unknown_line(self, text: str) -> None: ...
     def urc_dropped(self, urc: Urc) -> None: ...
 
@@ -262,7 +263,7 @@ class AtChannel:
         self.last_final = -math.inf    # trio time of the last final result (module is answering)
         self.commands_sent = 0
         # direct-push data goes here, synchronously from the reader, instead of to subscribers
-        self.push_sink: Callable[[Recv], None] | None = None
+        self.push_sink: Callable[[int, bytes], None] | None = None  # (connect_id, payload)
         # ... and told once the events of each read are dispatched (push_sink may collect a
         # read's frames and hand them over together here)
         self.push_done: Callable[[], None] | None = None
@@ -467,19 +468,12 @@ class AtChannel:
 
     def _dispatch(self, event: object) -> None:
         if isinstance(event, UrcEvent):
-            urc = parse_urc(event.text, event.payload)
-            if event.corrupt:  # line noise inside pushed data: those bytes are never delivered
-                log.warning("pushed payload longer than announced (line noise): %r", event.text)
-                self.observer.unknown_line(event.text)
-                if self.push_corrupt_sink is not None and isinstance(urc, Recv):
-                    self.push_corrupt_sink(urc.connect_id)
+            if event.push_id is not None:
+                self._pushed(event)
                 return
+            urc = parse_urc(event.text, event.payload)
             if isinstance(urc, OtherUrc):
                 self._unsolicited(urc.text)
-            if event.payload is not None and self.push_sink is not None and isinstance(urc, Recv):
-                self.observer.urc(urc)
-                self.push_sink(urc)
-                return
             self._publish(urc)
             if isinstance(urc, (ModuleReady, PoweredDown)) and self.protocol.in_flight is not None:
                 self.protocol.abort()
@@ -502,6 +496,23 @@ class AtChannel:
                 log.warning("module output discarded: %s", event.text)
             else:  # real modules' chatter, a garbled echo, a late answer: normal on a real line
                 self._unsolicited(event.text)
+
+    def _pushed(self, event: UrcEvent) -> None:
+        """A direct-push frame: its payload goes to the socket layer synchronously (the data
+        path's fast lane: the header was parsed once, by the protocol; no URC object)."""
+        connect_id = event.push_id
+        assert connect_id is not None and event.payload is not None
+        if event.corrupt:  # line noise inside pushed data: those bytes are never delivered
+            log.warning("pushed payload longer than announced (line noise): %r", event.text)
+            self.observer.unknown_line(event.text)
+            if self.push_corrupt_sink is not None:
+                self.push_corrupt_sink(connect_id)
+            return
+        if self.push_sink is None:  # nobody takes the fast lane: an ordinary URC
+            self._publish(parse_urc(event.text, event.payload))
+            return
+        self.observer.pushed(connect_id, len(event.payload))
+        self.push_sink(connect_id, event.payload)
 
     def _publish(self, urc: Urc) -> None:
         self.observer.urc(urc)

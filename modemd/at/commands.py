@@ -34,7 +34,6 @@ from .urc import (
     OpenResult,
     PingReply,
     PingSummary,
-    Recv,
     Registration,
     Urc,
     after_prefix,
@@ -474,7 +473,7 @@ class QuectelAt:
         self.channel.set_push(connect_id, on)
 
     def subscribe_sockets(
-        self, buffer: int, push: Callable[[Recv], None], push_corrupt: Callable[[int], None],
+        self, buffer: int, push: Callable[[int, bytes], None], push_corrupt: Callable[[int], None],
         push_done: Callable[[], None],
     ) -> trio.MemoryReceiveChannel[Urc]:
         """Every URC from now on; pushed data (and the connect_id of a broken push frame) go to

@@ -122,6 +122,11 @@ class UrcEvent:
     text: str
     payload: bytes | None = None
     corrupt: bool = False  # a pushed payload ran past its announced length: never deliver it
+    push_id: int | None = None  # a direct push: its connect_id, parsed once from the header
+
+
+def _pushed(text: str, data: bytes, connect_id: int, corrupt: bool = False) -> UrcEvent:
+    return UrcEvent(text, data, corrupt, connect_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +160,8 @@ class AtProtocol:
         self.in_flight: Command | None = None
         self._response: Response | None = None
         self._got_ok = False
-        self._urc_payload: str | None = None
-        self._held_push: tuple[str, bytes] | None = None  # until its line end is seen
+        self._urc_payload: tuple[str, int] | None = None  # a push header: (text, connect_id)
+        self._held_push: tuple[str, bytes, int] | None = None  # until its line end is seen
         self._ready: deque[ProtocolEvent] = deque()
         self._push_ids: set[int] = set()
         self.counters: Counter[str] = Counter()
@@ -250,14 +255,14 @@ class AtProtocol:
             if ev is None:
                 if held is not None and not framer.awaiting_end:
                     self._held_push = None  # its line end arrived: deliver it now, not when
-                    return UrcEvent(*held)  # the next line happens to come
+                    return _pushed(*held)  # the next line happens to come
                 return None
             if held is not None:  # a pushed payload is delivered once its end is sane
                 self._held_push = None
                 if isinstance(ev, Overrun):
                     self.counters["payload_overruns"] += 1
-                    return UrcEvent(*held, corrupt=True)
-                ready.append(UrcEvent(*held))
+                    return _pushed(*held, corrupt=True)
+                ready.append(_pushed(*held))
             out = self._handle(ev)
             if out is not None:
                 if not ready:
@@ -282,10 +287,10 @@ class AtProtocol:
 
     def _payload(self, data: bytes) -> ProtocolEvent | None:
         if self._urc_payload is not None:
-            text, self._urc_payload = self._urc_payload, None
+            (text, connect_id), self._urc_payload = self._urc_payload, None
             if not self.framer.awaiting_end:  # its line end is here already: deliver it now
-                return UrcEvent(text, data)
-            self._held_push = (text, data)  # until the byte after it is seen
+                return _pushed(text, data, connect_id)
+            self._held_push = (text, data, connect_id)  # until the byte after it is seen
             return None
         if self._response is not None:
             self._response.payload = (self._response.payload or b"") + data
@@ -366,7 +371,7 @@ class AtProtocol:
         if size is not None and size > 0 and connect_id in self._push_ids:
             if size > self.max_payload:
                 return self._bad_length(text)
-            self._urc_payload = text
+            self._urc_payload = (text, connect_id)
             self.framer.expect_payload(size)
             return None
         return UrcEvent(text)

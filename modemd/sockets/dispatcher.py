@@ -54,7 +54,7 @@ class UrcDispatcher:
     def route(self, urc: Urc) -> None:
         if isinstance(urc, Recv):
             if urc.data is not None:
-                self.route_push(urc)
+                self.route_push(urc.connect_id, urc.data)
             else:
                 self._to_socket(urc.connect_id, "recv", lambda s: s.on_recv())
         elif isinstance(urc, Closed):
@@ -68,17 +68,17 @@ class UrcDispatcher:
             self.counts["incoming_full"] += 1
             self._on_incoming_full(urc)
 
-    def route_push(self, urc: Recv) -> None:
+    def route_push(self, connect_id: int, data: bytes) -> None:
         """Direct-push data, handed over synchronously by the AT channel's reader (never queued
         behind other URCs, never dropped): the data path's fast lane."""
         self.counts["push"] += 1
-        sock = self.sockets.get(urc.connect_id)
+        sock = self.sockets.get(connect_id)
         if sock is None:
             self.orphans += 1
             log.warning("%d pushed bytes for connect_id %d, which no socket owns: dropped",
-                        len(urc.data or b""), urc.connect_id)
+                        len(data), connect_id)
             return
-        if sock.on_push(urc.data or b""):
+        if sock.on_push(data):
             self._collecting.append(sock)
 
     def push_done(self) -> None:

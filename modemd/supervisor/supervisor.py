@@ -119,6 +119,9 @@ class _Watch(Observer):
     def command_timeout(self, name: str) -> None:
         self.inner.command_timeout(name)
 
+    def pushed(self, connect_id: int, size: int) -> None:
+        self.inner.pushed(connect_id, size)
+
     def command_lost(self, name: str) -> None:
         self.inner.command_lost(name)
 
