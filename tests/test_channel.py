@@ -8,6 +8,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from modemd.at.channel import AtChannel, AtCommandError, AtTimeout, ChannelClosed
 from modemd.at.commands import OpenFailed, QuectelAt
@@ -395,6 +396,43 @@ async def test_a_command_written_during_a_paced_wait_is_answered_without_waiting
             assert response.lines == ["+CSQ: 20,99"]
             assert trio.current_time() - answered_at < 0.001  # not when the wait would end
             assert len(pushed) == 8  # the frames read before the answer
+            nursery.cancel_scope.cancel()
+    finally:
+        port.close()
+        await module.aclose()
+
+
+async def test_under_the_real_clock_a_command_cuts_the_readers_timerfd_pause(monkeypatch):
+    """The same under the real clock, where the pause is a timerfd (modemd/pause.py): the reader
+    is made to pause 60 s after its next read; a command written then is answered at once (the
+    test's deadline is far below 60 s, so only a working cut passes)."""
+    master, slave = os.openpty()
+    port = SerialPort.open(os.ttyname(slave), 921600, lock_dir=None)
+    module = trio.lowlevel.FdStream(master)
+    os.close(slave)
+    channel = AtChannel(port)
+    pausing = trio.Event()
+    after_read = channel.pacer.after_read
+
+    def long_pause(*args, **kwargs) -> float:
+        after_read(*args, **kwargs)
+        pausing.set()
+        return 60.0
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(channel.run)
+            monkeypatch.setattr(channel.pacer, "after_read", long_pause)
+            await module.send_all(b'\r\n+QIURC: "pdpdeact",1\r\n')  # a read, then the pause
+            await pausing.wait()
+            await trio.testing.wait_all_tasks_blocked()  # the reader sleeps in its pause
+            with trio.fail_after(20):
+                request = channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
+                assert await module.receive_some() == b"AT+CSQ\r"
+                await module.send_all(b"\r\n+CSQ: 20,99\r\n\r\nOK\r\n")
+                response = await channel.wait(request)
+            assert response.lines == ["+CSQ: 20,99"]
+            assert channel.pause.uses_timerfd and channel.pause.cuts == 1
             nursery.cancel_scope.cancel()
     finally:
         port.close()
