@@ -89,27 +89,28 @@ class Pause:
             self._opened = True
             self._timer = _open_timerfd() if _real_seconds() else None
         timer = self._timer
-        if timer is None:
-            self._cut = trio.Event()
-            with trio.move_on_after(seconds):
-                await self._cut.wait()
-            return
-        timer.arm(seconds)
         self._waiting = True
         try:
-            await trio.lowlevel.wait_readable(timer.fd)
+            if timer is None:
+                self._cut = trio.Event()
+                with trio.move_on_after(seconds):
+                    await self._cut.wait()
+            else:
+                timer.arm(seconds)
+                await trio.lowlevel.wait_readable(timer.fd)
         finally:
             self._waiting = False
 
     def cut(self) -> None:
         """End the wait in progress now (a command was written: its answer is due)."""
+        if not self._waiting:
+            return
+        self.cuts += 1
+        self._waiting = False
         if self._timer is None:
-            if self._cut is not None and not self._cut.is_set():
-                self.cuts += 1
-                self._cut.set()
-        elif self._waiting:
-            self.cuts += 1
-            self._waiting = False
+            assert self._cut is not None
+            self._cut.set()
+        else:
             self._timer.arm(_FIRE_NOW)
 
     def close(self) -> None:

@@ -90,5 +90,7 @@ async def test_under_a_mock_clock_a_pause_is_virtual_time(autojump_clock):
     t0 = trio.current_time()
     await pause.wait(LONG)  # returns at once in real time: the clock jumps
     assert trio.current_time() - t0 >= LONG and not pause.uses_timerfd
+    pause.cut()  # nobody waits: nothing to cut
+    assert pause.cuts == 0
     assert await _cut_while_waiting(pause) < LONG and pause.cuts == 1
     pause.close()
