@@ -48,9 +48,26 @@ SERVICE_TYPES = ("TCP", "UDP", "TCP LISTENER", "UDP SERVICE")
 AUTH = {"none": 0, "pap": 1, "chap": 2, "pap_or_chap": 3}
 #: pdp.ip_type -> the <context_type> of AT+QICSGP (the one source, like AUTH)
 IP_TYPES = {"ipv4": 1, "ipv6": 2, "ipv4v6": 3}
+#: pdp.ip_type -> the <PDP_type> of AT+CGDCONT (the families without AT+QICSGP)
+PDP_TYPES = {"ipv4": "IP", "ipv6": "IPV6", "ipv4v6": "IPV4V6"}
 # <finresult> codes of a failed ping on the families whose success code is 2 (U §2.10, BC Table 2)
 PING_FINAL_RESULTS = {3: "tcpip_stack_busy", 4: "host_not_found", 5: "pdp_activation_failed"}
 SEND_OK = frozenset({"SEND OK"})
+
+# Commands the supervisor sends through its own helpers (supervisor/bringup.py: `setting` logs a
+# refused start-up setting, `query` asks a read command lost on the line again): their text.
+ECHO_OFF = "ATE0"
+NUMERIC_ERRORS = "AT+CMEE=1"
+QISDE_OFF = "AT+QISDE=0"
+CS_REGISTRATION = "AT+CREG?"
+#: (command, prefix of its answer lines) of the context read commands
+QIACT_READ = ("AT+QIACT?", "+QIACT:")
+CGACT_READ = ("AT+CGACT?", "+CGACT:")
+
+
+def cgpaddr_read(context_id: int) -> tuple[str, str]:
+    """AT+CGPADDR for one context (families without AT+QIACT?: its addresses)."""
+    return f"AT+CGPADDR={context_id}", "+CGPADDR:"
 
 
 @dataclass(frozen=True)
@@ -328,6 +345,16 @@ class QuectelAt:
             f'AT+QICSGP={context_id},{IP_TYPES[ip_type]},"{apn}","{username}","{password}",'
             f"{AUTH[auth]}"
         )
+
+    async def cgdcont(self, context_id: int, apn: str, ip_type: str = "ipv4") -> None:
+        """The APN and IP type of a context where there is no AT+QICSGP (BC25/BC32)."""
+        self._check_context_id(context_id)
+        await self.run(f'AT+CGDCONT={context_id},"{PDP_TYPES[ip_type]}","{check_apn(apn)}"')
+
+    async def cgact(self, context_id: int, active: bool) -> None:
+        """Activate or deactivate a context where there is no AT+QIACT (BC25/BC32)."""
+        self._check_context_id(context_id)
+        await self.run(f"AT+CGACT={int(active)},{context_id}")
 
     async def qiact(self, context_id: int) -> None:
         self._check_context_id(context_id)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..at.channel import AtCommandError, AtModuleReset, ChannelClosed, CommandLost
-from ..at.commands import QuectelAt
+from ..at.commands import CS_REGISTRATION, ECHO_OFF, NUMERIC_ERRORS, QISDE_OFF, QuectelAt
 from ..at.urc import after_prefix, split_fields, to_int
 from .states import RebootNeeded, State
 
@@ -126,13 +126,13 @@ async def init(sup: Supervisor) -> None:
     """ATE0, CMEE, identification, QISDE=0, the family's QICFG settings, TCP keepalive, close
     stale sockets."""
     sup.enter(State.INIT, 180.0)
-    if await setting(sup.at, "ATE0"):
+    if await setting(sup.at, ECHO_OFF):
         sup.at.echo_disabled()  # an echo from now on: the module restarted unseen (A3)
-    await setting(sup.at, "AT+CMEE=1")
+    await setting(sup.at, NUMERIC_ERRORS)
     await sup.identify()
     at, profile = sup.at, sup.profile
     if profile.has_qisde:
-        await setting(at, "AT+QISDE=0")
+        await setting(at, QISDE_OFF)
     for text in profile.init_commands:
         await setting(at, text)
     if getattr(sup.cfg, "listens", ()):
@@ -184,7 +184,7 @@ async def wait_cs(sup: Supervisor) -> None:
     with trio.move_on_after(t.cs_timeout):
         while True:
             try:
-                stat = await registration_stat(sup.at, "AT+CREG?", t.query_timeout)
+                stat = await registration_stat(sup.at, CS_REGISTRATION, t.query_timeout)
             except AtCommandError as exc:
                 log.warning("AT+CREG? refused (%s): skipping the CS step", exc.response.final)
                 return

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..at.channel import AtCommandError, AtTimeout
+from ..at.commands import CGACT_READ, QIACT_READ, cgpaddr_read
 from .bringup import query
 from .radio import ride_out_registration_loss, until_registration_lost
 from .states import RebootNeeded, State
@@ -141,8 +142,7 @@ class PdpKeeper:
                     pdp.context_id, pdp.apn, pdp.username, pdp.password, pdp.auth, pdp.ip_type
                 )
             else:  # BC25/BC32: no QICSGP; the APN goes through AT+CGDCONT
-                pdp_type = {"ipv4": "IP", "ipv6": "IPV6", "ipv4v6": "IPV4V6"}[pdp.ip_type]
-                await at.run(f'AT+CGDCONT={pdp.context_id},"{pdp_type}","{pdp.apn}"')
+                await at.cgdcont(pdp.context_id, pdp.apn, pdp.ip_type)
         except AtCommandError as exc:
             log.error("configuring context %d refused: %s", pdp.context_id, exc.response.final)
             if pdp != self._configured:  # the module keeps the previous ones: say so, no loop
@@ -169,17 +169,17 @@ class PdpKeeper:
         """(active, addresses) of our context, by AT+QIACT? (or AT+CGACT?/AT+CGPADDR)."""
         at, t, cid = self.sup.at, self.sup.timings, self.context_id
         if self.sup.profile.has_qiact:
-            for f in await query(at, "AT+QIACT?", "+QIACT:", t.query_timeout):
+            for f in await query(at, *QIACT_READ, t.query_timeout):
                 if f and f[0] == str(cid):
                     return f[1] == "1", tuple(x for x in f[3:] if x)
             return False, ()
         active = False
-        for f in await query(at, "AT+CGACT?", "+CGACT:", t.query_timeout):
+        for f in await query(at, *CGACT_READ, t.query_timeout):
             if len(f) >= 2 and f[0] == str(cid):
                 active = f[1] == "1"
         if not active:
             return False, ()
-        rows = await query(at, f"AT+CGPADDR={cid}", "+CGPADDR:", t.query_timeout)
+        rows = await query(at, *cgpaddr_read(cid), t.query_timeout)
         addrs = tuple(x for f in rows if f and f[0] == str(cid) for x in f[1:] if x)
         return True, addrs
 
@@ -188,14 +188,14 @@ class PdpKeeper:
         if self.sup.profile.has_qiact:
             await at.qiact(cid)
         else:
-            await at.run(f"AT+CGACT=1,{cid}")
+            await at.cgact(cid, True)
 
     async def _deactivate_command(self) -> None:
         at, cid = self.sup.at, self.context_id
         if self.sup.profile.has_qiact:
             await at.qideact(cid)
         else:
-            await at.run(f"AT+CGACT=0,{cid}")
+            await at.cgact(cid, False)
 
     def _activate_name(self) -> str:
         return "AT+QIACT" if self.sup.profile.has_qiact else "AT+CGACT"
