@@ -3,7 +3,7 @@
 The reader pauses for a few milliseconds hundreds of times a second while the module streams
 (at/pacer.py). Done as a trio timeout (`move_on_after` around an Event), every pause ends in a
 Cancelled exception raised and caught through trio's cancel machinery. On a cold cache that path
-was about a sixth of a downloaded frame's CPU. A Linux timerfd waited for like any other fd
+was about a fifth of a download's CPU samples. A Linux timerfd waited for like any other fd
 costs one settime instead, and a command written meanwhile fires it at once.
 
 The timerfd counts real seconds, so it is used only while trio's clock does too; under a
