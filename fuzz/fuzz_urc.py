@@ -19,8 +19,7 @@ with instrumented():
         after_prefix,
         is_urc,
         parse_urc,
-        recv_connect_id,
-        recv_push_length,
+        recv_header,
         split_fields,
     )
 
@@ -34,10 +33,8 @@ def check(text: str, payload: bytes | None) -> None:
     assert fields and all(isinstance(f, str) for f in fields)
     assert not any(q in f for f in fields for q in QUOTES), fields
     after_prefix(text)
-    n = recv_push_length(text)
-    assert n is None or isinstance(n, int)
-    cid = recv_connect_id(text)
-    assert cid is None or isinstance(cid, int)
+    header = recv_header(text)
+    assert header is None or all(x is None or isinstance(x, int) for x in header)
     assert isinstance(parse_urc(text, payload), URC_TYPES)
     # also with a URC prefix in front, so arbitrary field lists reach every per-URC parser
     for prefix in ('+QIURC: "recv",', "+QIURC: ", "+QPING: ", "+QIOPEN: ", "+QIACTEX: ", "+CEREG: "):

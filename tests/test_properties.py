@@ -33,7 +33,7 @@ from modemd.at.protocol import (
     Unknown,
     UrcEvent,
 )
-from modemd.at.urc import Urc, is_urc, parse_urc, recv_connect_id, recv_push_length, split_fields
+from modemd.at.urc import Urc, is_urc, parse_urc, recv_header, split_fields
 from modemd.config import ConfigError, parse_config
 from modemd.proxy.socks5_parser import (
     ATYP_DOMAIN,
@@ -261,8 +261,7 @@ def test_parse_urc_never_raises(prefix, text, payload):
     line = prefix + text
     assert isinstance(parse_urc(line, payload), URC_TYPES)
     is_urc(line)
-    recv_push_length(line)
-    recv_connect_id(line)
+    recv_header(line)
     assert split_fields(line)
 
 

@@ -17,9 +17,7 @@ from modemd.at.urc import (
     Recv,
     after_prefix,
     parse_urc,
-    recv_connect_id,
     recv_header,
-    recv_push_length,
     split_fields,
     to_int,
 )
@@ -105,10 +103,6 @@ def test_split_fields_is_the_character_loop(text, keep):
 @example(text='+QIURC: "recv",0,15x', data=None)
 def test_recv_header_fast_path_reads_what_the_general_path_reads(text, data):
     assert recv_header(text) == reference_header(text)
-    expected = reference_header(text)
-    assert recv_push_length(text) == (None if expected is None else expected[1])
-    if expected is not None:
-        assert recv_connect_id(text) == expected[0]
     assert parse_urc(text, data) == reference_parse(text, data)
 
 

@@ -264,24 +264,10 @@ def recv_header(text: str) -> tuple[int | None, int | None] | None:
     return None
 
 
-def recv_push_length(text: str) -> int | None:
-    """The payload length a `+QIURC: "recv",id,len...` line announces (direct push), else None."""
-    header = recv_header(text)
-    return None if header is None else header[1]
-
-
-def recv_connect_id(text: str) -> int | None:
-    f = split_fields(after_prefix(text))
-    if len(f) >= 2 and f[0] == "recv":
-        return to_int(f[1])
-    return None
-
-
 def parse_urc(text: str, data: bytes | None = None) -> Urc:
-    """Typed value of a URC line (and its direct-push payload); never raises."""
-    m = _RECV_HEAD.match(text)
-    if m is not None and m.end() == len(text):  # the push header, as printed: no field split
-        return Recv(int(m[1]), int(m[2]), None, False, data)
+    """Typed value of a URC line (and its direct-push payload); never raises. Pushed frames do
+    not come here on the data path: the protocol parsed their header (`recv_header`) and the
+    channel hands the payload to the socket layer without a URC object."""
     try:
         return _parse(text, data)
     except (ValueError, IndexError):
