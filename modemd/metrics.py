@@ -115,7 +115,11 @@ def result_kind(final: str) -> str:
 
 def urc_kind(urc: object) -> str:
     """The `type` label for a parsed URC: Recv -> "recv", PdpDeact -> "pdp_deact", OtherUrc -> "other"."""
-    name = type(urc).__name__
+    return _kind_label(type(urc))
+
+
+def _kind_label(kind: type) -> str:
+    name = kind.__name__
     if name == "OtherUrc":
         return "other"
     if name == "str":  # an unparsed line, should a caller pass one
@@ -150,11 +154,15 @@ class UrcCounts:
         self._created: dict[str, float] = {}  # label -> first seen (a Counter child's creation)
         registry.register(self)
 
-    def first(self, kind: type, label: str) -> None:
-        """The first URC of class `kind` (labelled `label`)."""
-        self._labels[kind] = label
+    def add(self, kind: type) -> None:
+        """One URC of class `kind` (labelled by its class name, see `urc_kind`)."""
+        counts = self.counts
+        if kind in counts:
+            counts[kind] += 1
+            return
+        label = self._labels[kind] = _kind_label(kind)
         self._created.setdefault(label, time.time())
-        self.counts[kind] = 1
+        counts[kind] = 1
 
     def describe(self) -> list[CounterMetricFamily]:
         return [CounterMetricFamily(self.NAME, self.DOC, labels=["type"])]
@@ -213,6 +221,14 @@ class CommandCounts:
             self.results[key] = 0
             self._results_created[key] = time.time()
         return durations, key
+
+    def observe(self, records: tuple[_Durations, tuple[str, str]], seconds: float) -> None:
+        """One command of those `records` (from `first`) ended after `seconds`."""
+        durations, key = records
+        seconds = max(0.0, seconds)
+        durations.counts[bisect_left(self.bounds, seconds)] += 1
+        durations.sum += seconds
+        self.results[key] += 1
 
     def describe(self) -> list[Metric]:
         return [HistogramMetricFamily(self.DURATION, self.DURATION_DOC, labels=["command"]),
@@ -639,11 +655,7 @@ class Metrics(Observer):
             records = self.at_commands.first(self._command(name), result_kind(final))
             if len(self._command_records) < 4 * MAX_COMMANDS:
                 self._command_records[(name, final)] = records
-        durations, key = records
-        seconds = max(0.0, seconds)
-        durations.counts[bisect_left(self.at_commands.bounds, seconds)] += 1
-        durations.sum += seconds
-        self.at_commands.results[key] += 1
+        self.at_commands.observe(records, seconds)
 
     def command_timeout(self, name: str) -> None:
         self.at_timeouts.labels(self._command(name)).inc()
@@ -655,21 +667,11 @@ class Metrics(Observer):
         self.module_silences.inc()
 
     def urc(self, urc: object) -> None:
-        # one per pushed frame on the data path: a plain count, labelled at scrape time
-        counts = self.at_urcs.counts
-        kind = type(urc)
-        if kind in counts:
-            counts[kind] += 1
-        else:
-            self.at_urcs.first(kind, urc_kind(urc))
+        self.at_urcs.add(type(urc))  # a plain count, labelled at scrape time
 
     def pushed(self, connect_id: int, size: int) -> None:
         # a direct-push frame is a "recv" URC, the fast lane just has no URC object for it
-        counts = self.at_urcs.counts
-        if Recv in counts:
-            counts[Recv] += 1
-        else:
-            self.at_urcs.first(Recv, "recv")
+        self.at_urcs.add(Recv)
 
     def unknown_line(self, text: str) -> None:
         self.at_unknown_lines.inc()

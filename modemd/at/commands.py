@@ -365,7 +365,7 @@ class QuectelAt:
         await self.run(f"AT+QIDEACT={context_id}")
 
     async def qiact_query(self) -> list[ContextState]:
-        return [context_state(f) for f in await self.query("AT+QIACT?", "+QIACT:")]
+        return [context_state(f) for f in await self.query(*QIACT_READ)]
 
     # -- DNS servers of a context (AT+QIDNSCFG) -------------------------------------------------
     async def qidnscfg(self, context_id: int, primary: str, secondary: str | None = None) -> None:
