@@ -24,6 +24,9 @@ from .reload import Apply, Change, restart_hint
 from .reload import plan as reload_plan
 from .serial import SerialError
 
+#: SIGHUP reloads the config; SIGTERM and SIGINT stop the daemon
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
 log = logging.getLogger("modemd")
 
 SHUTDOWN_SECONDS = 15.0
@@ -140,10 +143,16 @@ class Daemon:
     async def run(self) -> None:
         self.started = trio.current_time()
         self._check_model()
-        async with trio.open_nursery() as nursery:
-            if self.args.emulate:
-                self.cfg = await self._start_emulator(nursery)
-            await self._serve(nursery)
+        # The receiver spans the daemon's whole life. trio re-raises the signals a receiver still
+        # holds when it closes, and the default action of SIGTERM/SIGINT ends the process on the
+        # spot: a second signal during the shutdown (systemd's stop and a `kill` at once, a
+        # second Ctrl+C) would otherwise kill the daemon before its sockets and lock files are
+        # removed. Held here, such a signal can only come back after all of that is done.
+        with trio.open_signal_receiver(*SIGNALS) as signals:
+            async with trio.open_nursery() as nursery:
+                if self.args.emulate:
+                    self.cfg = await self._start_emulator(nursery)
+                await self._serve(nursery, signals)
 
     def _check_model(self) -> None:
         """A configuration the configured family cannot serve is refused before anything starts
@@ -177,7 +186,7 @@ class Daemon:
         print(f"emulator: {family} module on {self.emulator.tty_path}", flush=True)
         return dataclasses.replace(self.cfg, modem=modem)
 
-    async def _serve(self, nursery: trio.Nursery) -> None:
+    async def _serve(self, nursery: trio.Nursery, signals) -> None:
         from .metrics import Metrics
         from .proxy.proxy import Proxy
         from .sockets.manager import SocketManager
@@ -211,7 +220,7 @@ class Daemon:
         self._announce()
         nursery.start_soon(systemd.watchdog_task, supervisor.healthy)
         nursery.start_soon(self._status_loop)
-        nursery.start_soon(self._signals, nursery)
+        nursery.start_soon(self._signals, nursery, signals)
 
     async def _supervise(self, supervisor) -> None:
         """The supervisor; a module this config cannot use ends the daemon with one clear line."""
@@ -284,17 +293,29 @@ class Daemon:
                 last = text
             await trio.sleep(1.0)
 
-    async def _signals(self, nursery: trio.Nursery) -> None:
-        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
-            async for signum in signals:
-                if signum == signal.SIGHUP:
-                    await self.reload()
-                    continue
-                log.info("%s: shutting down", signal.Signals(signum).name)
-                systemd.stopping()
-                await self.shutdown()
-                nursery.cancel_scope.cancel()
-                return
+    async def _signals(self, nursery: trio.Nursery, signals) -> None:
+        """SIGHUP reloads; SIGTERM or SIGINT shuts down gracefully (`shutdown`), and another one
+        during that shutdown ends the daemon at once, its sockets and lock files still removed."""
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                await self.reload()
+                continue
+            log.info("%s: shutting down", signal.Signals(signum).name)
+            systemd.stopping()
+            nursery.start_soon(self._shut_down, nursery)
+            break
+        async for signum in signals:
+            if signum == signal.SIGHUP:
+                log.info("SIGHUP: not reloading, shutting down")
+                continue
+            log.warning("%s during the shutdown: exiting now, without waiting for the module to "
+                        "close its sockets", signal.Signals(signum).name)
+            nursery.cancel_scope.cancel()
+            return
+
+    async def _shut_down(self, nursery: trio.Nursery) -> None:
+        await self.shutdown()
+        nursery.cancel_scope.cancel()
 
     async def shutdown(self) -> None:
         """Stop accepting, close every module socket with QICLOSE, within SHUTDOWN_SECONDS."""

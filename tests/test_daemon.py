@@ -220,6 +220,26 @@ remote = "localhost:{http_server[0]}"
     keep.close()
 
 
+def test_second_signal_during_shutdown_still_cleans_up(daemon, tmp_path):
+    """systemd's stop and a `kill` at once, or Ctrl+C twice: the second signal comes while the
+    first one's graceful shutdown runs. It ends the daemon at once, and the control socket, the
+    unix forward and the port's lock file are still removed (trio re-raises a signal its receiver
+    still holds when it closes: before, that killed the daemon with all three left behind)."""
+    daemon.wait_serving()
+    left = [tmp_path / "control.sock", tmp_path / "web.sock"]
+    assert all(p.exists() for p in left) and list(tmp_path.glob("LCK..*"))
+    # stopped, the daemon gets both signals together: the first starts the graceful shutdown,
+    # the second arrives during it, whatever the machine's load (no race with its speed)
+    daemon.proc.send_signal(signal.SIGSTOP)
+    daemon.proc.send_signal(signal.SIGTERM)
+    daemon.proc.send_signal(signal.SIGINT)
+    daemon.proc.send_signal(signal.SIGCONT)
+    assert daemon.proc.wait(30) == 0, daemon.output()
+    assert "during the shutdown: exiting now" in daemon.output()
+    assert "Traceback" not in daemon.output()
+    assert not [p for p in left if p.exists()] and not list(tmp_path.glob("LCK..*"))
+
+
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     return subprocess.run([PY, "-m", "modemd.cli", *args], capture_output=True, text=True,
                           timeout=timeout)

@@ -1,0 +1,220 @@
+"""What an upload through AT+QISEND costs at the least on this machine, next to the daemon (issue 16).
+
+    .venv/bin/python bench/floor_probe.py --seconds 8 --rounds 3 [--daemon-src DIR] [--against DIR]
+
+An upload at 921600 baud needs two wake-ups per 1,460-byte chunk whatever the program does: one for
+the `>` prompt, one for SEND OK (the manual's rule: the payload only after `>`, the next command
+only after the final result). This probe measures the CPU-seconds per MB of two programs that do
+nothing else, each a fresh process talking straight to an emulator's pty:
+
+- `trio`: a trio task that writes `AT+QISEND=<id>,1460`, waits for `> ` with
+  `trio.lowlevel.wait_readable`, writes the payload and waits for SEND OK, reading with `os.read`
+  (no parser, no timers, no local socket, no metrics);
+- `plain`: the same loop with blocking `select` and no event loop at all;
+
+and, in the same rounds, the daemon's own upload through a forward (cpu_probe.py's `up`: a local
+TCP client, the bridge, the AT channel), and with --against a second daemon tree. Rounds alternate
+between all of them. The medians and their ratios close the output: the daemon's figure over the
+trio floor, and the trio floor over half of the --against tree's figure (the halving target of
+issue 16: a ratio above 1 means even a program doing nothing but QISEND in trio misses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import select
+import statistics
+import struct
+import sys
+import tempfile
+import termios
+import time
+import tty
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+CHUNK = 1460  # the largest fixed-length AT+QISEND payload (BG96/EC2x manuals)
+
+
+# -- the client: a separate process per round, so its figures are its own ------------------------
+class Client:
+    """A bare AT client on the emulator's pty: just enough to open one TCP connection and upload."""
+
+    def __init__(self, path: str, connect_id: int, plain: bool) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+        tty.setraw(self.fd)
+        attrs = termios.tcgetattr(self.fd)
+        attrs[4] = attrs[5] = termios.B921600
+        termios.tcsetattr(self.fd, termios.TCSANOW, attrs)
+        self.buf = bytearray()
+        self.connect_id = connect_id
+        self.plain = plain
+
+    async def wait(self) -> None:
+        if self.plain:
+            select.select([self.fd], [], [])
+        else:
+            import trio
+            await trio.lowlevel.wait_readable(self.fd)
+
+    async def until(self, *tokens: bytes) -> bytes:
+        """Read until one of `tokens` arrives; return it (what came before is dropped)."""
+        while True:
+            for token in tokens:
+                at = self.buf.find(token)
+                if at >= 0:
+                    del self.buf[:at + len(token)]
+                    return token
+            try:
+                self.buf += os.read(self.fd, 65536)
+            except BlockingIOError:
+                await self.wait()
+
+    async def command(self, text: str, *finals: bytes) -> bytes:
+        os.write(self.fd, text.encode() + b"\r")
+        return await self.until(*(finals or (b"OK\r\n", b"ERROR\r\n")))
+
+    async def setup(self, port: int, tag: int) -> None:
+        """Answering, echo off, context up, one connection to the bench server, its header sent."""
+        import trio
+        while True:
+            os.write(self.fd, b"AT\r")
+            with trio.move_on_after(0.5):
+                await self.until(b"OK\r\n")
+                break
+        await self.command("ATE0")
+        await self.command("AT+QIACT=1")  # ERROR when a previous round left it active
+        cid = self.connect_id
+        if await self.command(f'AT+QIOPEN=1,{cid},"TCP","127.0.0.1",{port},0,0') != b"OK\r\n":
+            raise SystemExit(f"AT+QIOPEN={cid} failed")
+        await self.until(b"+QIOPEN: ")
+        at = -1
+        while at < 0:
+            at = self.buf.find(b"\r\n")
+            if at < 0:
+                self.buf += os.read(self.fd, 65536) if select.select([self.fd], [], [], 5)[0] else b""
+        if bytes(self.buf[:at]) != f"{cid},0".encode():
+            raise SystemExit(f"connect_id {cid}: the connection did not open: {bytes(self.buf[:at])!r}")
+        await self.send(struct.pack("!cIQ", b"U", tag, 0))  # the bench server's header
+
+    async def send(self, payload: bytes | memoryview) -> bool:
+        if await self.command(f"AT+QISEND={self.connect_id},{len(payload)}", b"> ",
+                              b"ERROR\r\n") != b"> ":
+            raise SystemExit("AT+QISEND answered ERROR")
+        os.write(self.fd, payload)
+        return await self.until(b"SEND OK\r\n", b"SEND FAIL\r\n") == b"SEND OK\r\n"
+
+    async def upload(self, seconds: float) -> dict:
+        from harness import pattern_at
+        r0, t0, sent = resource.getrusage(resource.RUSAGE_SELF), time.monotonic(), 0
+        while time.monotonic() - t0 < seconds:
+            if await self.send(pattern_at(sent, CHUNK)):
+                sent += CHUNK
+        r1, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+        await self.command(f"AT+QICLOSE={self.connect_id}")
+        return {"bytes": sent, "seconds": elapsed, "user": r1.ru_utime - r0.ru_utime,
+                "system": r1.ru_stime - r0.ru_stime, "voluntary": r1.ru_nvcsw - r0.ru_nvcsw,
+                "involuntary": r1.ru_nivcsw - r0.ru_nivcsw}
+
+
+def client_main(args: list[str]) -> None:
+    path, port, seconds, mode, tag = args
+    import trio
+    client = Client(path, int(tag) % 12, mode == "plain")
+
+    async def run() -> dict:
+        await client.setup(int(port), int(tag))
+        return await client.upload(float(seconds))
+
+    if mode == "plain":  # set up in trio, then the loop runs with no event loop at all
+        trio.run(client.setup, int(port), int(tag))
+        coro = client.upload(float(seconds))
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            print(json.dumps(done.value))
+        return
+    print(json.dumps(trio.run(run)))
+
+
+# -- the probe ------------------------------------------------------------------------------------
+async def floor_round(emu, port: int, seconds: float, mode: str, tag: int) -> tuple[float, str]:
+    import trio
+    done = await trio.run_process(
+        [sys.executable, __file__, "--client", emu.tty, str(port), str(seconds), mode, str(tag)],
+        capture_stdout=True, env=python_env(ROOT), cwd=str(ROOT))
+    r = json.loads(done.stdout)
+    mb = r["bytes"] / 1e6
+    cpu = r["user"] + r["system"]
+    line = (f"goodput {r['bytes'] / r['seconds'] / (BAUD / 10):.3f}  MB {mb:.2f}  CPU-s/MB "
+            f"{cpu / mb:.3f} (user {r['user'] / mb:.3f}, system {r['system'] / mb:.3f})  "
+            f"switches/MB voluntary {r['voluntary'] / mb:.0f}, involuntary "
+            f"{r['involuntary'] / mb:.0f}")
+    return cpu / mb, line
+
+
+async def main(opts) -> None:
+    import trio
+    srcs = [opts.daemon_src] + ([opts.against] if opts.against else [])
+    names = ["trio floor", "plain floor"] + [f"daemon {src}" for src in srcs]
+    figures: dict[str, list[float]] = {name: [] for name in names}
+    probe = argparse.Namespace(what="up", seconds=opts.seconds, baud=BAUD, py_spy="", strace="",
+                               perf="")
+    with tempfile.TemporaryDirectory(prefix="modemd-floor-") as tmpdir:
+        tmp = Path(tmpdir)
+        servers = Servers()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(servers.run)
+            async with AsyncExitStack() as stack:
+                (tmp / "floor").mkdir()
+                emu = await stack.enter_async_context(
+                    Emulator(tmp / "floor", baud=BAUD, qiact_delay=0.1, boot_delay=0.1).running())
+                rigs = [await stack.enter_async_context(
+                    serving(tmp / str(i), src, servers, BAUD)) for i, src in enumerate(srcs)]
+                tag = 1000
+                for _ in range(opts.rounds):
+                    for mode in ("trio", "plain"):
+                        tag += 1
+                        servers.expect_upload(tag)
+                        figure, line = await floor_round(emu, servers.port, opts.seconds, mode, tag)
+                        figures[f"{mode} floor"].append(figure)
+                        print(f"[{mode} floor] up: {line}", flush=True)
+                        await trio.sleep(0.5)
+                    for i, (pid, port) in enumerate(rigs):
+                        tag += 1
+                        figures[names[2 + i]].append(await one_round(
+                            probe, pid, port, servers, False, tag, f"[daemon {srcs[i]}] "))
+                        await trio.sleep(0.5)
+            nursery.cancel_scope.cancel()
+    medians = {name: statistics.median(values) for name, values in figures.items()}
+    for name, values in figures.items():
+        print(f"{name}: CPU-s/MB median {medians[name]:.3f} ({min(values):.3f}-{max(values):.3f}, "
+              f"{len(values)} rounds)")
+    trio_floor = medians["trio floor"]
+    print(f"daemon {srcs[0]} / trio floor = {medians[names[2]] / trio_floor:.2f}")
+    print(f"trio floor / plain floor = {trio_floor / medians['plain floor']:.2f}")
+    if opts.against:
+        half = medians[names[3]] / 2
+        print(f"half of daemon {srcs[1]} = {half:.3f} CPU-s/MB; trio floor / that = "
+              f"{trio_floor / half:.2f} (above 1: the floor alone misses the halving)")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    if sys.argv[1:2] == ["--client"]:
+        client_main(sys.argv[2:])
+        sys.exit(0)
+    from cpu_budget import BAUD
+    from cpu_probe import one_round, serving
+    from harness import ROOT, Emulator, Servers, python_env
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=8.0)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--daemon-src", type=Path, default=ROOT)
+    p.add_argument("--against", type=Path, default=None,
+                   help="another checkout (e.g. the tree before issue 16): its daemon runs too")
+    import trio
+    trio.run(main, p.parse_args())
