@@ -38,15 +38,15 @@ def handlers(daemon) -> dict[str, Any]:
     async def ping(args, peer):
         at = _at(daemon)
         host = _host(args)
+        context_id = _context_id(daemon.cfg, args)
         count = int(args.get("count", 4))
         try:
-            replies, summary = await at.qping(
-                daemon.cfg.pdp[0].context_id, host, count=max(1, min(count, 10))
-            )
+            replies, summary = await at.qping(context_id, host, count=max(1, min(count, 10)))
         except LookupError as exc:
             raise ControlError(f"{host}: {exc}") from None
         return {
             "host": host,
+            "context_id": context_id,
             "replies": [
                 {"address": r.address, "bytes": r.size, "time_ms": r.time_ms, "ttl": r.ttl}
                 for r in replies
@@ -60,13 +60,14 @@ def handlers(daemon) -> dict[str, Any]:
     async def resolve(args, peer):
         at = _at(daemon)
         host = _host(args)
+        context_id = _context_id(daemon.cfg, args)
         try:
-            addresses = await at.qidnsgip(daemon.cfg.pdp[0].context_id, host)
+            addresses = await at.qidnsgip(context_id, host)
         except NotImplementedError as exc:
             raise ControlError(str(exc)) from None
         except (LookupError, UrcTimeout) as exc:
             raise ControlError(f"{host}: {exc}") from None
-        return {"host": host, "addresses": addresses}
+        return {"host": host, "context_id": context_id, "addresses": addresses}
 
     async def reconnect(args, peer):
         daemon.supervisor.reconnect("modemctl reconnect")  # QIDEACT -> QICSGP -> QIACT
@@ -121,6 +122,19 @@ def _at(daemon):
     if at is None:
         raise ControlError(f"the module is not ready ({daemon.link.status_text})")
     return at
+
+
+def _context_id(cfg, args) -> int:
+    """The context a ping or lookup goes through: `context_id` when given (one the config
+    activates), else the first configured, the one forwards and SOCKS5 use by default."""
+    context_id = args.get("context_id")
+    if context_id is None:
+        return cfg.pdp[0].context_id
+    configured = ", ".join(str(c) for c in cfg.context_ids)
+    if type(context_id) is not int or context_id not in cfg.context_ids:
+        raise ControlError(f"context {context_id} is not configured: modemd activates context(s) "
+                           f"{configured} ([[pdp]] context_id)")
+    return context_id
 
 
 def _host(args) -> str:

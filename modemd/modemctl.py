@@ -4,8 +4,9 @@
 
     status            state, module, operator, signal, IP, uptime, connection counts
     connections       open module sockets as a table
-    ping HOST         ICMP ping through the module (AT+QPING)
-    resolve HOST      DNS lookup through the module (AT+QIDNSGIP)
+    ping HOST         ICMP ping through the module (AT+QPING); --context ID: through that
+                      PDP context (default: the first one configured)
+    resolve HOST      DNS lookup through the module (AT+QIDNSGIP); --context ID as for ping
     reconnect         re-activate the PDP contexts (privileged)
     reboot [--force]  reboot the module (privileged; --force skips the back-off)
     reload            re-read the configuration (privileged)
@@ -26,9 +27,9 @@ The result shapes printed here (all keys optional; unknown keys are shown as the
                unix time or null, "version"}
   connections: [{"connect_id", "forward", "local_peer", "remote", "bytes_in", "bytes_out",
                "age_seconds", "state"}]  (bytes_in: module -> local client; bytes_out: the other way)
-  ping:        {"host", "replies": [{"address", "bytes", "time_ms", "ttl"}], "summary": {"sent",
+  ping:        {"host", "context_id", "replies": [{"address", "bytes", "time_ms", "ttl"}], "summary": {"sent",
                "received", "lost", "min_ms", "max_ms", "avg_ms"}}
-  resolve:     {"host", "addresses": [...]}
+  resolve:     {"host", "context_id", "addresses": [...]}
   at:          {"lines": [...], "final": "OK"}
 """
 
@@ -386,10 +387,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("status", "daemon and module summary")
     add("connections", "open module sockets")
-    sp = add("ping", "ping a host through the module")
+    context = argparse.ArgumentParser(add_help=False)
+    context.add_argument("--context", type=int, metavar="ID", dest="context_id",
+                         help="the PDP context (context_id) to use; default: the first configured")
+    sp = sub.add_parser("ping", help="ping a host through the module", parents=[json_flag, context])
     sp.add_argument("host")
     sp.add_argument("-c", "--count", type=int, help="number of echo requests")
-    sp = add("resolve", "resolve a host name through the module")
+    sp = sub.add_parser("resolve", help="resolve a host name through the module",
+                        parents=[json_flag, context])
     sp.add_argument("host")
     add("reconnect", "re-activate the PDP contexts")
     sp = add("reboot", "reboot the module")
@@ -406,6 +411,8 @@ def command_args(ns: argparse.Namespace) -> dict[str, Any]:
         args: dict[str, Any] = {"host": ns.host}
         if getattr(ns, "count", None) is not None:
             args["count"] = ns.count
+        if ns.context_id is not None:
+            args["context_id"] = ns.context_id
         return args
     if ns.cmd == "reboot":
         return {"force": bool(ns.force)}

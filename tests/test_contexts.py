@@ -13,12 +13,15 @@ import subprocess
 import sys
 import time
 from contextlib import asynccontextmanager
+from types import SimpleNamespace
 
 import pytest
 import trio
 
 from modemd.capabilities import problems
 from modemd.config import ConfigError, parse_config
+from modemd.control import ControlError
+from modemd.control_handlers import handlers
 from modemd.emulator import Emulator, EmulatorConfig
 from modemd.profiles import PROFILES
 from modemd.proxy.proxy import Proxy
@@ -340,3 +343,24 @@ def test_status_and_metrics_list_every_context_and_reload_cycles_only_its_own(tm
     finally:
         daemon.stop()
         daemon.log.close()
+
+
+async def test_modemctl_ping_and_resolve_go_through_the_context_asked_for():
+    """`modemctl ping|resolve --context ID`: the control handlers send AT+QPING / AT+QIDNSGIP
+    with that context_id (without it: the first configured, as forwards and SOCKS5 do); a
+    context the config does not activate is one line naming the configured ones."""
+    async with two_context_stack("bg96", "") as (emu, sup, link, proxy):
+        daemon = SimpleNamespace(cfg=parse_config(PORT + TWO, emulate=True), link=link)
+        control = handlers(daemon)
+        with trio.fail_after(30):
+            pinged = await control["ping"]({"host": "::1", "count": 1, "context_id": 2}, None)
+            resolved = await control["resolve"]({"host": "localhost"}, None)
+        assert pinged["context_id"] == 2 and pinged["replies"][0]["address"] == "::1"
+        assert resolved["context_id"] == 1 and resolved["addresses"]
+        assert [c for c in emu.commands if c.startswith(("AT+QPING=", "AT+QIDNSGIP="))] == [
+            'AT+QPING=2,"::1",4,1', 'AT+QIDNSGIP=1,"localhost"']
+        for bad in (3, "2", True):
+            with pytest.raises(ControlError) as info:
+                await control["resolve"]({"host": "localhost", "context_id": bad}, None)
+            assert str(info.value) == (f"context {bad} is not configured: modemd activates "
+                                       "context(s) 1, 2 ([[pdp]] context_id)")

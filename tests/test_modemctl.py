@@ -199,6 +199,10 @@ async def test_commands_send_their_arguments(control):
     res = await run_ctl("--socket", control.path, "reload")
     assert res.returncode == 0 and out(res).strip() == "ok"
     res = await run_ctl("--socket", control.path, "reboot")
+    res = await run_ctl("--socket", control.path, "ping", "--context", "2", "example.com")
+    assert res.returncode == 0, err(res)
+    res = await run_ctl("--socket", control.path, "resolve", "example.com", "--context", "3")
+    assert res.returncode == 0, err(res)
     assert control.calls == [
         ("ping", {"host": "example.com", "count": 3}),
         ("resolve", {"host": "example.com"}),
@@ -207,6 +211,8 @@ async def test_commands_send_their_arguments(control):
         ("reconnect", {}),
         ("reload", {}),
         ("reboot", {"force": False}),
+        ("ping", {"host": "example.com", "context_id": 2}),
+        ("resolve", {"host": "example.com", "context_id": 3}),
     ]
 
 
