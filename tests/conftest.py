@@ -58,15 +58,18 @@ async def open_stack(family: str = "bg96", *, boot: bool = True, **emu_kw):
 
 
 async def wait_answering(at: QuectelAt, attempts: int = 50) -> None:
-    """Poll `AT` until the module answers (it ignores input while booting)."""
-    from modemd.at.channel import AtModuleReset, AtTimeout
+    """Probe until the module answers or prints RDY (it ignores input while booting), as the
+    supervisor's wait_ready does: with the channel's attributed probe, so a probe that crossed the module's
+    RDY and is answered after it can never lend its OK to the next command (a plain `AT` here
+    once did: ATE0 took the late OK, and every answer after it came one command late)."""
+    from modemd.at.channel import AtModuleReset
 
     for _ in range(attempts):
         try:
-            await at.at(timeout=0.5)
-            return
-        except (AtTimeout, AtModuleReset):
-            continue
+            if await at.probe(0.5):
+                return
+        except AtModuleReset:
+            return  # its RDY: the module is up (a second probe could pay for the first one)
     raise AssertionError("emulator never answered AT")
 
 

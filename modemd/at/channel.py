@@ -475,15 +475,8 @@ class AtChannel:
             if isinstance(urc, OtherUrc):
                 self._unsolicited(urc.text)
             self._publish(urc)
-            if isinstance(urc, (ModuleReady, PoweredDown)) and self.protocol.in_flight is not None:
-                self.protocol.abort()
-                current = self._current
-                if current is not None:
-                    self._end_current(error=AtModuleReset(
-                        f"{current.command.name}: the module reset ({urc.text}) before answering"
-                    ))
             if isinstance(urc, (ModuleReady, PoweredDown)):
-                self.protocol.forget_owed()  # a restarted module answers nothing asked before
+                self._module_restarted(urc)
         elif isinstance(event, PromptWanted):
             self._write(self.protocol.send_data())  # the payload, right now
             self._prompt_seen()
@@ -496,6 +489,25 @@ class AtChannel:
                 log.warning("module output discarded: %s", event.text)
             else:  # real modules' chatter, a garbled echo, a late answer: normal on a real line
                 self._unsolicited(event.text)
+
+    def _module_restarted(self, urc: ModuleReady | PoweredDown) -> None:
+        """RDY or POWERED DOWN: the command in flight ends with AtModuleReset, at once, and
+        nothing asked before the restart is owed any more. At RDY a probe in flight may still
+        be answered: the module can read it just after booting and answer it after its RDY (the
+        emulator's boot does; a probe written as a module comes up can cross its RDY on the
+        line). Its late answer is then dropped, never taken as the answer of the command written
+        next (protocol.py rule 9)."""
+        protocol = self.protocol
+        in_flight = protocol.in_flight is not None
+        if isinstance(urc, ModuleReady):
+            protocol.restarted()
+        else:
+            protocol.abort()
+            protocol.forget_owed()  # switched off: not even the command in flight is answered
+        current = self._current
+        if in_flight and current is not None:
+            self._end_current(error=AtModuleReset(
+                f"{current.command.name}: the module reset ({urc.text}) before answering"))
 
     def _pushed(self, event: UrcEvent) -> None:
         """A direct-push frame: its payload goes to the socket layer synchronously (the data

@@ -28,6 +28,12 @@ timed: the module answers commands in order, and only a probe's answer carries i
    or any other command's final: an abandoned probe that was answered at all was answered before
    it), and at `reset()` (a module reset, a new channel). A probe that never reached a hung module
    thus costs at most one later `AT+CMEE?` its answer (lost, so probed: never a wrong answer).
+9. a restart (`restarted()`, RDY) settles everything asked before it, except the probe in flight:
+   the module may have read it just after booting and answer it after its RDY. Its answer is
+   then dropped with its final when it comes while a command other than a probe is in flight,
+   and taken by a probe in flight (both answers say "alive"; the one left over is dropped
+   later). This debt expires at the next final of a command other than a probe, so a probe the
+   booting module never read costs nothing, unlike rule 7's.
 
 A line, and so a final result code, is complete at its LF (framer.py): while the CR of the last line
 buffered waits for its next byte, `awaiting_line_end` is true, and the caller that has heard nothing
@@ -170,6 +176,7 @@ class AtProtocol:
         self._swallow_final = False     # an abandoned probe's information line came: its final next
         self._probe_info = False        # the probe in flight has seen its own information line
         self.stale_possible = False     # a command was abandoned since the last attributed final
+        self._crossed: str | None = None  # the prefix of a probe in flight at a restart (rule 9)
 
     # -- outgoing -----------------------------------------------------------------------------
     def send(self, command: Command) -> bytes:
@@ -217,8 +224,20 @@ class AtProtocol:
         self._push_ids.clear()
 
     def forget_owed(self) -> None:
-        """The module restarted (RDY, POWERED DOWN): nothing asked before will be answered."""
+        """The module is off (POWERED DOWN): nothing asked before will be answered."""
         self._settled()
+
+    def restarted(self) -> None:
+        """The module restarted (RDY): the command in flight is given up, nothing asked before
+        it is owed any more, and a probe in flight may still be answered (rule 9)."""
+        cmd = self.in_flight
+        self._settled()
+        if cmd is not None:
+            self.stale_possible = True  # rule 6: a crossing command's late final, for a probe
+            self._crossed = cmd.prefix if cmd.probe else None
+        self.in_flight = None
+        self._response = None
+        self.framer.expect_prompt(False)
 
     def set_push(self, connect_id: int, on: bool) -> None:
         """Whether `connect_id` is in direct-push mode (its recv URCs carry payload)."""
@@ -310,6 +329,10 @@ class AtProtocol:
         if (self._swallow_final or self.probe_debt) and self._late_probe_answer(text):
             return None
         cmd = self.in_flight
+        if self._crossed and text.startswith(self._crossed) and (cmd is None or not cmd.probe):
+            self._crossed = None  # rule 9: the probe that crossed the restart answers after all
+            self._swallow_final = True
+            return None
         if cmd is not None and cmd.prefix and text.startswith(cmd.prefix):
             if cmd.probe:
                 self._probe_info = True
@@ -351,6 +374,7 @@ class AtProtocol:
         self.probe_debt = 0
         self._swallow_final = False
         self.stale_possible = False
+        self._crossed = None
 
     def _info(self, cmd: Command, text: str) -> Unknown | None:
         assert self._response is not None
@@ -404,7 +428,9 @@ class AtProtocol:
         response = self._response
         assert response is not None
         response.final = final
+        crossed = self._crossed if self.in_flight is not None and self.in_flight.probe else None
         self._settled()
+        self._crossed = crossed  # rule 9: only a final of another command than a probe ends it
         self.in_flight = None
         self._response = None
         self.framer.expect_prompt(False)
