@@ -132,29 +132,36 @@ async def serving(tmp: Path, src: Path, servers: Servers, baud: int):
             yield daemon.stats.pid, port
 
 
-async def main(opts) -> None:
-    """Rounds on the daemon from --daemon-src; with --against, alternately on both (each with
-    its own emulator, both running throughout: the same machine conditions for both)."""
-    srcs = [opts.daemon_src] + ([opts.against] if opts.against else [])
-    figures: dict[int, list[float]] = {i: [] for i in range(len(srcs))}
-    with tempfile.TemporaryDirectory(prefix="modemd-probe-") as tmpdir:
+@asynccontextmanager
+async def probe_rig(prefix: str, srcs: list[Path], baud: int):
+    """A temporary directory, the bench's loopback servers and a serving daemon from each of
+    `srcs` (each with its own emulator, all running throughout: the same machine conditions
+    for all): (tmp, servers, [(pid, forward port)], exit stack for more)."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmpdir:
         tmp = Path(tmpdir)
         servers = Servers()
         async with trio.open_nursery() as nursery:
             await nursery.start(servers.run)
             async with AsyncExitStack() as stack:
-                rigs = [await stack.enter_async_context(
-                    serving(tmp / str(i), src, servers, opts.baud))
+                rigs = [await stack.enter_async_context(serving(tmp / str(i), src, servers, baud))
                         for i, src in enumerate(srcs)]
-                for r in range(opts.rounds):
-                    for i, (pid, port) in enumerate(rigs):
-                        label = f"[{srcs[i]}] " if opts.against else ""
-                        figures[i].append(await one_round(
-                            opts, pid, port, servers, r == opts.rounds - 1 and i == 0,
-                            100 + r * 2 + i, label))
-                        await trio.sleep(0.5)
-                peaks = [ProcStats(pid).hwm_mb() for pid, _ in rigs]
+                yield tmp, servers, rigs, stack
             nursery.cancel_scope.cancel()
+
+
+async def main(opts) -> None:
+    """Rounds on the daemon from --daemon-src; with --against, alternately on both."""
+    srcs = [opts.daemon_src] + ([opts.against] if opts.against else [])
+    figures: dict[int, list[float]] = {i: [] for i in range(len(srcs))}
+    async with probe_rig("modemd-probe-", srcs, opts.baud) as (_, servers, rigs, _stack):
+        for r in range(opts.rounds):
+            for i, (pid, port) in enumerate(rigs):
+                label = f"[{srcs[i]}] " if opts.against else ""
+                figures[i].append(await one_round(
+                    opts, pid, port, servers, r == opts.rounds - 1 and i == 0,
+                    100 + r * 2 + i, label))
+                await trio.sleep(0.5)
+        peaks = [ProcStats(pid).hwm_mb() for pid, _ in rigs]
     if opts.against:
         for i, src in enumerate(srcs):
             values = sorted(figures[i])

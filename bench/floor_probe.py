@@ -29,11 +29,9 @@ import select
 import statistics
 import struct
 import sys
-import tempfile
 import termios
 import time
 import tty
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 CHUNK = 1460  # the largest fixed-length AT+QISEND payload (BG96/EC2x manuals)
@@ -163,32 +161,24 @@ async def main(opts) -> None:
     figures: dict[str, list[float]] = {name: [] for name in names}
     probe = argparse.Namespace(what="up", seconds=opts.seconds, baud=BAUD, py_spy="", strace="",
                                perf="")
-    with tempfile.TemporaryDirectory(prefix="modemd-floor-") as tmpdir:
-        tmp = Path(tmpdir)
-        servers = Servers()
-        async with trio.open_nursery() as nursery:
-            await nursery.start(servers.run)
-            async with AsyncExitStack() as stack:
-                (tmp / "floor").mkdir()
-                emu = await stack.enter_async_context(
-                    Emulator(tmp / "floor", baud=BAUD, qiact_delay=0.1, boot_delay=0.1).running())
-                rigs = [await stack.enter_async_context(
-                    serving(tmp / str(i), src, servers, BAUD)) for i, src in enumerate(srcs)]
-                tag = 1000
-                for _ in range(opts.rounds):
-                    for mode in ("trio", "plain"):
-                        tag += 1
-                        servers.expect_upload(tag)
-                        figure, line = await floor_round(emu, servers.port, opts.seconds, mode, tag)
-                        figures[f"{mode} floor"].append(figure)
-                        print(f"[{mode} floor] up: {line}", flush=True)
-                        await trio.sleep(0.5)
-                    for i, (pid, port) in enumerate(rigs):
-                        tag += 1
-                        figures[names[2 + i]].append(await one_round(
-                            probe, pid, port, servers, False, tag, f"[daemon {srcs[i]}] "))
-                        await trio.sleep(0.5)
-            nursery.cancel_scope.cancel()
+    async with probe_rig("modemd-floor-", srcs, BAUD) as (tmp, servers, rigs, stack):
+        (tmp / "floor").mkdir()
+        emu = await stack.enter_async_context(
+            Emulator(tmp / "floor", baud=BAUD, qiact_delay=0.1, boot_delay=0.1).running())
+        tag = 1000
+        for _ in range(opts.rounds):
+            for mode in ("trio", "plain"):
+                tag += 1
+                servers.expect_upload(tag)
+                figure, line = await floor_round(emu, servers.port, opts.seconds, mode, tag)
+                figures[f"{mode} floor"].append(figure)
+                print(f"[{mode} floor] up: {line}", flush=True)
+                await trio.sleep(0.5)
+            for i, (pid, port) in enumerate(rigs):
+                tag += 1
+                figures[names[2 + i]].append(await one_round(
+                    probe, pid, port, servers, False, tag, f"[daemon {srcs[i]}] "))
+                await trio.sleep(0.5)
     medians = {name: statistics.median(values) for name, values in figures.items()}
     for name, values in figures.items():
         print(f"{name}: CPU-s/MB median {medians[name]:.3f} ({min(values):.3f}-{max(values):.3f}, "
@@ -208,8 +198,8 @@ if __name__ == "__main__":
         client_main(sys.argv[2:])
         sys.exit(0)
     from cpu_budget import BAUD
-    from cpu_probe import one_round, serving
-    from harness import ROOT, Emulator, Servers, python_env
+    from cpu_probe import one_round, probe_rig
+    from harness import ROOT, Emulator, python_env
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=8.0)
     p.add_argument("--rounds", type=int, default=3)
