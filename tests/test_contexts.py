@@ -98,6 +98,8 @@ def test_dns_servers_are_ip_literals():
         "pdp.dns: gives a primary and at most a secondary server, got 3"
     ]
     assert errors_of('[pdp]\ndns = "8.8.8.8"\n')[0].startswith("pdp.dns: must be an array")
+    assert errors_of('[pdp]\ndns = [1, "8.8.8.8"]\n')[0].endswith(
+        "got array [1, '8.8.8.8']")  # the value is shown, as for other arrays
 
 
 def contexts(n: int, ip_type: str = "ipv4") -> str:

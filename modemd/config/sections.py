@@ -20,7 +20,7 @@ from modemd.profiles import MODEL_NAMES
 from modemd.validate import CREDENTIAL_MAX, check_apn, check_credential, check_pin
 
 from .endpoints import Endpoint
-from .errors import fmt_num, show, typename
+from .errors import fmt_num, got, show, typename
 from .kinds import (
     Argv,
     Bool,
@@ -134,7 +134,7 @@ class DnsServers:
         if not isinstance(value, list) or not all(isinstance(x, str) for x in value):
             raise ValueError(
                 'must be an array of one or two IP addresses, e.g. ["8.8.8.8", "2001:4860:4860::8888"]'
-                f", got {typename(value)}"
+                f", {got(value, at.secret)}"
             )
         if not 1 <= len(value) <= 2:
             raise ValueError(f"gives a primary and at most a secondary server, got {len(value)}")
