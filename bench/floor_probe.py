@@ -123,11 +123,9 @@ class Client:
         while time.monotonic() - t0 < seconds:
             if await self.send(pattern_at(sent, CHUNK)):
                 sent += CHUNK
-        r1, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+        usage = _usage(r0, t0, sent)
         await self.command(f"AT+QICLOSE={self.connect_id}")
-        return {"bytes": sent, "seconds": elapsed, "user": r1.ru_utime - r0.ru_utime,
-                "system": r1.ru_stime - r0.ru_stime, "voluntary": r1.ru_nvcsw - r0.ru_nvcsw,
-                "involuntary": r1.ru_nivcsw - r0.ru_nivcsw}
+        return usage
 
 
     async def download(self, seconds: float, sink_port: int) -> dict:
@@ -154,12 +152,18 @@ class Client:
                 continue
             sink.sendall(data)
             got += len(data)
-        r1, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+        usage = _usage(r0, t0, got)
         sink.close()
         os.write(self.fd, f"AT+QICLOSE={self.connect_id}\r".encode())
-        return {"bytes": got, "seconds": elapsed, "user": r1.ru_utime - r0.ru_utime,
-                "system": r1.ru_stime - r0.ru_stime, "voluntary": r1.ru_nvcsw - r0.ru_nvcsw,
-                "involuntary": r1.ru_nivcsw - r0.ru_nivcsw}
+        return usage
+
+
+def _usage(r0, t0: float, moved: int) -> dict:
+    """What this process used since `r0` (getrusage) and `t0` (monotonic) to move `moved` bytes."""
+    r1, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - t0
+    return {"bytes": moved, "seconds": elapsed, "user": r1.ru_utime - r0.ru_utime,
+            "system": r1.ru_stime - r0.ru_stime, "voluntary": r1.ru_nvcsw - r0.ru_nvcsw,
+            "involuntary": r1.ru_nivcsw - r0.ru_nivcsw}
 
 
 def client_main(args: list[str]) -> None:

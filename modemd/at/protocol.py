@@ -209,9 +209,7 @@ class AtProtocol:
             elif cmd.probe:
                 self.probe_debt += 1
                 self._debt_prefix = cmd.prefix
-        self.in_flight = None
-        self._response = None
-        self.framer.expect_prompt(False)
+        self._nothing_in_flight()
 
     def reset(self) -> None:
         """The module reset or the port was reopened: nothing buffered is meaningful."""
@@ -235,9 +233,7 @@ class AtProtocol:
         if cmd is not None:
             self.stale_possible = True  # rule 6: a crossing command's late final, for a probe
             self._crossed = cmd.prefix if cmd.probe else None
-        self.in_flight = None
-        self._response = None
-        self.framer.expect_prompt(False)
+        self._nothing_in_flight()
 
     def set_push(self, connect_id: int, on: bool) -> None:
         """Whether `connect_id` is in direct-push mode (its recv URCs carry payload)."""
@@ -369,6 +365,13 @@ class AtProtocol:
             return True
         return False
 
+    def _nothing_in_flight(self) -> None:
+        """The command in flight ended (its final, abandoned, or a restart): no response is
+        being collected and no `>` prompt is awaited."""
+        self.in_flight = None
+        self._response = None
+        self.framer.expect_prompt(False)
+
     def _settled(self) -> None:
         """Rule 8: a final was attributed (or the module reset): nothing earlier is still due."""
         self.probe_debt = 0
@@ -431,9 +434,7 @@ class AtProtocol:
         crossed = self._crossed if self.in_flight is not None and self.in_flight.probe else None
         self._settled()
         self._crossed = crossed  # rule 9: only a final of another command than a probe ends it
-        self.in_flight = None
-        self._response = None
-        self.framer.expect_prompt(False)
+        self._nothing_in_flight()
         return Done(response)
 
 
