@@ -60,6 +60,9 @@ ECHO_OFF = "ATE0"
 NUMERIC_ERRORS = "AT+CMEE=1"
 QISDE_OFF = "AT+QISDE=0"
 CS_REGISTRATION = "AT+CREG?"
+#: the radio's functionality (its deadline's key in the profiles) and the module's power-down
+CFUN = "AT+CFUN"
+QPOWD = "AT+QPOWD=1"
 #: (command, prefix of its answer lines) of the context read commands
 QIACT_READ = ("AT+QIACT?", "+QIACT:")
 CGACT_READ = ("AT+CGACT?", "+CGACT:")
@@ -323,10 +326,10 @@ class QuectelAt:
         return tuple(f"AT+{kind}=2" for kind in self.profile.registration_kinds)
 
     async def cfun(self, level: int, reset: bool = False) -> None:
-        await self.run(f"AT+CFUN={level}{',1' if reset else ''}")
+        await self.run(f"{CFUN}={level}{',1' if reset else ''}")
 
     async def qpowd(self) -> None:
-        await self.run("AT+QPOWD=1")
+        await self.run(QPOWD)
 
     # -- PDP context --------------------------------------------------------------------------
     async def qicsgp(
@@ -363,6 +366,30 @@ class QuectelAt:
     async def qideact(self, context_id: int) -> None:
         self._check_context_id(context_id)
         await self.run(f"AT+QIDEACT={context_id}")
+
+    @property
+    def activate_command(self) -> str:
+        """The command that activates a context on this family (its deadline's key in the
+        profile, and the name the supervisor's errors give)."""
+        return "AT+QIACT" if self.profile.has_qiact else "AT+CGACT"
+
+    @property
+    def deactivate_command(self) -> str:
+        return "AT+QIDEACT" if self.profile.has_qiact else "AT+CGACT"
+
+    async def activate(self, context_id: int) -> None:
+        """AT+QIACT, or AT+CGACT=1 where the family has no AT+QIACT (BC25/BC32)."""
+        if self.profile.has_qiact:
+            await self.qiact(context_id)
+        else:
+            await self.cgact(context_id, True)
+
+    async def deactivate(self, context_id: int) -> None:
+        """AT+QIDEACT, or AT+CGACT=0 where the family has no AT+QIDEACT (BC25/BC32)."""
+        if self.profile.has_qiact:
+            await self.qideact(context_id)
+        else:
+            await self.cgact(context_id, False)
 
     async def qiact_query(self) -> list[ContextState]:
         return [context_state(f) for f in await self.query(*QIACT_READ)]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..at.channel import AtCommandError, AtModuleReset, ChannelClosed, CommandLost
-from ..at.commands import CS_REGISTRATION, ECHO_OFF, NUMERIC_ERRORS, QISDE_OFF, QuectelAt
+from ..at.commands import CFUN, CS_REGISTRATION, ECHO_OFF, NUMERIC_ERRORS, QISDE_OFF, QuectelAt
 from ..at.urc import after_prefix, split_fields, to_int
 from .states import RebootNeeded, State
 
@@ -239,7 +239,7 @@ async def _keepalive(sup: Supervisor) -> None:
 
 async def cfun_cycle(sup: Supervisor) -> None:
     """AT+CFUN=0 then AT+CFUN=1: the chart's remedy for a missing PS registration."""
-    sup.enter(State.RECOVERING, 2 * sup.profile.timeout("AT+CFUN") + 5, "AT+CFUN=0/1")
+    sup.enter(State.RECOVERING, 2 * sup.profile.timeout(CFUN) + 5, f"{CFUN}=0/1")
     log.warning("no PS registration: cycling the radio (AT+CFUN=0, AT+CFUN=1)")
     sup.cfun_cycles += 1
     for level in (0, 1):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ..at.channel import AtCommandError, AtModuleReset, AtTimeout, ChannelClosed
+from ..at.commands import CFUN, QPOWD
 from .bringup import wait_ready
 from .power import PowerError, power_cycle
 from .states import State
@@ -105,7 +106,7 @@ class Ladder:
     async def qpowd(self) -> bool:
         sup = self.sup
         budget = sup.timings.powered_down_timeout
-        started = self._enter("AT+QPOWD=1", budget)
+        started = self._enter(QPOWD, budget)
         mark = sup.powered_downs
         with trio.move_on_after(budget):
             try:
@@ -125,7 +126,7 @@ class Ladder:
 
     async def cfun_reset(self) -> bool:
         sup = self.sup
-        started = self._enter("AT+CFUN=1,1", sup.profile.timeout("AT+CFUN"))
+        started = self._enter(f"{CFUN}=1,1", sup.profile.timeout(CFUN))
         try:
             await sup.at.cfun(1, reset=True)
             return self._record("cfun_reset", True, started)

@@ -183,28 +183,11 @@ class PdpKeeper:
         addrs = tuple(x for f in rows if f and f[0] == str(cid) for x in f[1:] if x)
         return True, addrs
 
-    async def _activate_command(self) -> None:
-        at, cid = self.sup.at, self.context_id
-        if self.sup.profile.has_qiact:
-            await at.qiact(cid)
-        else:
-            await at.cgact(cid, True)
-
-    async def _deactivate_command(self) -> None:
-        at, cid = self.sup.at, self.context_id
-        if self.sup.profile.has_qiact:
-            await at.qideact(cid)
-        else:
-            await at.cgact(cid, False)
-
-    def _activate_name(self) -> str:
-        return "AT+QIACT" if self.sup.profile.has_qiact else "AT+CGACT"
-
     # -- activation / deactivation ----------------------------------------------------------------
     async def activate(self) -> tuple[str, ...]:
         """activating: the context is up (link.context_up) or RebootNeeded."""
         sup, t = self.sup, self.sup.timings
-        name = self._activate_name()
+        name = sup.at.activate_command
         deadline = sup.profile.timeout(name)
         self._requests.drop(self)  # requests about an earlier activation are moot
         while True:
@@ -214,7 +197,7 @@ class PdpKeeper:
                 log.info("context %d already active (%s)", self.context_id, ", ".join(addrs))
                 break
             try:
-                await self._activate_command()
+                await sup.at.activate(self.context_id)
             except AtTimeout:
                 raise RebootNeeded(
                     f"qiact_timeout: no answer to {name} in {deadline:g} s"
@@ -274,14 +257,15 @@ class PdpKeeper:
         sup.link.context_down(self.context_id)
         self.addresses = ()
         self.up_since = None
-        deadline = sup.profile.timeout("AT+QIDEACT" if sup.profile.has_qiact else "AT+CGACT")
+        name = sup.at.deactivate_command
+        deadline = sup.profile.timeout(name)
         while True:
             sup.enter(State.DEACTIVATING, deadline, self._detail(why))
             try:
-                await self._deactivate_command()
+                await sup.at.deactivate(self.context_id)
             except AtTimeout:
                 raise RebootNeeded(
-                    f"qideact_timeout: no answer to AT+QIDEACT in {deadline:g} s"
+                    f"qideact_timeout: no answer to {name} in {deadline:g} s"
                 ) from None
             except AtCommandError as exc:
                 self.deactivation_failures += 1
@@ -292,7 +276,7 @@ class PdpKeeper:
                 if self.deactivation_failures >= t.deactivation_failures:
                     self.deactivation_failures = 0
                     raise RebootNeeded(
-                        f"deactivation_failed: AT+QIDEACT={self.context_id} failed "
+                        f"deactivation_failed: {name}={self.context_id} failed "
                         f"{t.deactivation_failures} times in a row"
                     ) from None
                 await trio.sleep(t.deactivation_retry_delay)
