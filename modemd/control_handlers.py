@@ -6,12 +6,15 @@ port directly. Result shapes are the ones `modemctl` documents.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import trio
 
 from . import __version__
 from .at.channel import AtError
+from .at.clock import ntp_time
 from .at.commands import UrcTimeout
 from .at.protocol import Command
 from .at.radio import REGISTRATION_DOMAINS, Quality
@@ -21,6 +24,8 @@ from .logs import redact
 from .validate import check_hostname
 
 STATUS_QUERY_SECONDS = 3.0
+NTP_SERVER = "pool.ntp.org"  # `modemctl ntp` without a server
+NTP_PORT = 123
 
 
 def handlers(daemon) -> dict[str, Any]:
@@ -40,10 +45,8 @@ def handlers(daemon) -> dict[str, Any]:
         host = _host(args)
         context_id = _context_id(daemon.cfg, args)
         count = int(args.get("count", 4))
-        try:
+        with _module_errors(host):
             replies, summary = await at.qping(context_id, host, count=max(1, min(count, 10)))
-        except LookupError as exc:
-            raise ControlError(f"{host}: {exc}") from None
         return {
             "host": host,
             "context_id": context_id,
@@ -61,13 +64,29 @@ def handlers(daemon) -> dict[str, Any]:
         at = _at(daemon)
         host = _host(args)
         context_id = _context_id(daemon.cfg, args)
-        try:
+        with _module_errors(host):
             addresses = await at.qidnsgip(context_id, host)
-        except NotImplementedError as exc:
-            raise ControlError(str(exc)) from None
-        except (LookupError, UrcTimeout) as exc:
-            raise ControlError(f"{host}: {exc}") from None
         return {"host": host, "context_id": context_id, "addresses": addresses}
+
+    async def ntp(args, peer):
+        at = _at(daemon)
+        server = _host(args, NTP_SERVER)
+        port = args.get("port", NTP_PORT)
+        if type(port) is not int or not 1 <= port <= 65535:
+            raise ControlError(f"port {port}: give a port number from 1 to 65535")
+        context_id = _context_id(daemon.cfg, args)
+        with _module_errors(server):
+            answer = await at.qntp(context_id, server, port)
+        if answer.result != 0:
+            raise ControlError(f"{server}: NTP failed: {answer.result} "
+                               f"{at.profile.error_name(answer.result)}")
+        try:
+            stamp = ntp_time(answer.time)
+        except ValueError as exc:
+            raise ControlError(f"{server}: the module answered {exc}") from None
+        return {"server": server, "port": port, "context_id": context_id, "utc": stamp.iso,
+                "unix": int(stamp.utc.timestamp()), "zone_minutes": stamp.zone_minutes,
+                "module_time": answer.time}
 
     async def reconnect(args, peer):
         daemon.supervisor.reconnect("modemctl reconnect")  # QIDEACT -> QICSGP -> QIACT
@@ -113,7 +132,7 @@ def handlers(daemon) -> dict[str, Any]:
 
     return {
         "status": status, "connections": connections, "ping": ping, "resolve": resolve,
-        "reconnect": reconnect, "reboot": reboot, "reload": reload, "at": at_command,
+        "ntp": ntp, "reconnect": reconnect, "reboot": reboot, "reload": reload, "at": at_command,
     }
 
 
@@ -137,11 +156,23 @@ def _context_id(cfg, args) -> int:
     return context_id
 
 
-def _host(args) -> str:
+def _host(args, default: str = "") -> str:
     try:
-        return check_hostname(str(args.get("host", "")))
+        return check_hostname(str(args.get("host") or default))
     except ValueError as exc:
         raise ControlError(str(exc)) from None
+
+
+@contextmanager
+def _module_errors(what: str) -> Iterator[None]:
+    """What the module refused, did not answer, or cannot do is the user's one line (naming
+    `what`), not an internal error with a traceback in the journal."""
+    try:
+        yield
+    except NotImplementedError as exc:  # the family has no such command
+        raise ControlError(str(exc)) from None
+    except (AtError, LookupError, UrcTimeout) as exc:
+        raise ControlError(f"{what}: {exc}") from None
 
 
 def pdp_status(link, keeper) -> dict[str, Any]:

@@ -7,6 +7,9 @@
     ping HOST         ICMP ping through the module (AT+QPING); --context ID: through that
                       PDP context (default: the first one configured)
     resolve HOST      DNS lookup through the module (AT+QIDNSGIP); --context ID as for ping
+    ntp [SERVER]      the time from an NTP server, asked by the module (AT+QNTP; default
+                      pool.ntp.org, --port N, --context ID): prints it as UTC ISO 8601, so
+                      `date -u -s "$(modemctl ntp)"` sets a gateway's clock from the cellular link
     reconnect         re-activate the PDP contexts (privileged)
     reboot [--force]  reboot the module (privileged; --force skips the back-off)
     reload            re-read the configuration (privileged)
@@ -30,6 +33,8 @@ The result shapes printed here (all keys optional; unknown keys are shown as the
   ping:        {"host", "context_id", "replies": [{"address", "bytes", "time_ms", "ttl"}], "summary": {"sent",
                "received", "lost", "min_ms", "max_ms", "avg_ms"}}
   resolve:     {"host", "context_id", "addresses": [...]}
+  ntp:         {"server", "port", "context_id", "utc": "2026-07-02T14:27:52Z", "unix", "zone_minutes":
+               the module's zone field (minutes east of UTC), "module_time": its text}
   at:          {"lines": [...], "final": "OK"}
 """
 
@@ -50,7 +55,8 @@ PROTOCOL_VERSION = 1
 MAX_ANSWER = 16 * 1024 * 1024
 
 #: Default seconds to wait for an answer, per command (AT+QIACT may take 150 s, QPING 4 x timeout).
-TIMEOUTS = {"at": 200.0, "reboot": 200.0, "reconnect": 200.0, "ping": 120.0, "resolve": 90.0}
+TIMEOUTS = {"at": 200.0, "reboot": 200.0, "reconnect": 200.0, "ping": 120.0, "resolve": 90.0,
+            "ntp": 140.0}
 DEFAULT_TIMEOUT = 30.0
 
 
@@ -324,6 +330,12 @@ def format_resolve(res: Any) -> str:
     return format_generic(res)
 
 
+def format_ntp(res: Any) -> str:
+    if isinstance(res, dict) and isinstance(res.get("utc"), str):
+        return res["utc"]
+    return format_generic(res)
+
+
 def format_at(res: Any) -> str:
     if isinstance(res, dict) and ("lines" in res or "final" in res):
         lines = [str(x) for x in res.get("lines") or []]
@@ -355,6 +367,7 @@ FORMATTERS = {
     "connections": format_connections,
     "ping": format_ping,
     "resolve": format_resolve,
+    "ntp": format_ntp,
     "at": format_at,
 }
 
@@ -396,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("resolve", help="resolve a host name through the module",
                         parents=[json_flag, context])
     sp.add_argument("host")
+    sp = sub.add_parser("ntp", help="the time from an NTP server, through the module (UTC)",
+                        parents=[json_flag, context])
+    sp.add_argument("host", nargs="?", metavar="SERVER", help="default: pool.ntp.org")
+    sp.add_argument("--port", type=int, help="the server's UDP port (default 123)")
     add("reconnect", "re-activate the PDP contexts")
     sp = add("reboot", "reboot the module")
     sp.add_argument("--force", action="store_true", help="reboot now, ignoring the back-off")
@@ -407,10 +424,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def command_args(ns: argparse.Namespace) -> dict[str, Any]:
-    if ns.cmd in ("ping", "resolve"):
-        args: dict[str, Any] = {"host": ns.host}
+    if ns.cmd in ("ping", "resolve", "ntp"):
+        args: dict[str, Any] = {} if ns.host is None else {"host": ns.host}
         if getattr(ns, "count", None) is not None:
             args["count"] = ns.count
+        if getattr(ns, "port", None) is not None:
+            args["port"] = ns.port
         if ns.context_id is not None:
             args["context_id"] = ns.context_id
         return args
@@ -431,6 +450,9 @@ def main(argv: list[str] | None = None, *, stdout: TextIO | None = None,
         return 2
     if ns.cmd == "ping" and ns.count is not None and ns.count < 1:
         print("modemctl: error: --count must be at least 1", file=stderr)
+        return 2
+    if ns.cmd == "ntp" and ns.port is not None and not 1 <= ns.port <= 65535:
+        print("modemctl: error: --port must be from 1 to 65535", file=stderr)
         return 2
     if ns.instance:
         try:

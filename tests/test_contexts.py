@@ -366,3 +366,32 @@ async def test_modemctl_ping_and_resolve_go_through_the_context_asked_for():
                 await control["resolve"]({"host": "localhost", "context_id": bad}, None)
             assert str(info.value) == (f"context {bad} is not configured: modemd activates "
                                        "context(s) 1, 2 ([[pdp]] context_id)")
+
+
+@pytest.mark.parametrize("family", ["bg96", "bc25", "rg500u"])
+async def test_modemctl_ntp_asks_the_module_through_the_context_asked_for(family):
+    """`modemctl ntp`: AT+QNTP (BC25: AT+QNTTP) on the context asked for, its answer as UTC; an
+    unknown server is the module's error code in one line; RG500U has no NTP command (§3.12)."""
+    async with two_context_stack(family, "") as (emu, sup, link, proxy):
+        daemon = SimpleNamespace(cfg=parse_config(PORT + TWO, emulate=True), link=link)
+        control = handlers(daemon)
+        command = PROFILES[family].ntp_command
+        if command is None:
+            with pytest.raises(ControlError) as info:
+                await control["ntp"]({"host": "localhost"}, None)
+            assert str(info.value) == f"{PROFILES[family].name} has no NTP command"
+            return
+        with trio.fail_after(30):
+            answer = await control["ntp"]({"host": "localhost", "context_id": 2}, None)
+            with pytest.raises(ControlError) as info:
+                await control["ntp"]({"host": "no.such.host", "port": 1123}, None)
+        assert answer["context_id"] == 2 and answer["server"] == "localhost"
+        assert abs(answer["unix"] - time.time()) < 60  # the emulator's clock is this machine's
+        assert answer["utc"].endswith("Z") and answer["zone_minutes"] == 0
+        assert str(info.value) == "no.such.host: NTP failed: 565 dns_failed"
+        assert [c for c in emu.commands if c.startswith(command)] == [
+            f'{command}=2,"localhost",123', f'{command}=1,"no.such.host",1123']
+        for bad in (0, 65536, "123", True):
+            with pytest.raises(ControlError) as info:
+                await control["ntp"]({"port": bad}, None)
+            assert str(info.value) == f"port {bad}: give a port number from 1 to 65535"

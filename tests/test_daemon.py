@@ -162,6 +162,14 @@ def test_emulated_daemon_serves_real_clients(daemon, http_server, tmp_path):
     assert isinstance(conns, list)
     resolved = json.loads(daemon.ctl("--json", "resolve", "localhost").stdout)
     assert resolved["addresses"] == ["127.0.0.1"]
+    # `date -u -s "$(modemctl ntp SERVER)"`: GNU date reads what modemctl ntp prints
+    stamp = daemon.ctl("ntp", "localhost").stdout.strip()
+    seconds = subprocess.run(["date", "-u", "-d", stamp, "+%s"], capture_output=True, text=True,
+                             timeout=30, check=True).stdout
+    assert abs(int(seconds) - time.time()) < 60, stamp
+    failed = daemon.ctl("ntp", "no.such.host", check=False)
+    assert (failed.returncode, failed.stdout) == (1, "")
+    assert failed.stderr == "modemctl: no.such.host: NTP failed: 565 dns_failed\n"
     at = json.loads(daemon.ctl("--json", "at", "AT+CSQ").stdout)
     assert at["final"] == "OK" and at["lines"][0].startswith("+CSQ:")
     # metrics

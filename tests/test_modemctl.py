@@ -296,6 +296,18 @@ async def test_usage_errors(tmp_path):
     assert res.returncode == 2 and "one line" in err(res)
     res = await run_ctl()
     assert res.returncode == 2
+    res = await run_ctl("--socket", str(tmp_path / "x"), "ntp", "--port", "0")
+    assert res.returncode == 2 and err(res).endswith("--port must be from 1 to 65535\n")
+
+
+def test_ntp_arguments():
+    """`modemctl ntp`: the server is optional (the daemon's default), --port and --context pass."""
+    parse = modemctl.build_parser().parse_args
+    assert modemctl.command_args(parse(["ntp"])) == {}
+    assert modemctl.command_args(parse(["ntp", "time.example", "--port", "1123", "--context",
+                                        "2"])) == {"host": "time.example", "port": 1123,
+                                                   "context_id": 2}
+    assert modemctl.TIMEOUTS["ntp"] > 125  # AT+QNTP's answer may take 125 s (S5 §2.3.12)
 
 
 # -- permissions: modemctl run as another user ------------------------------------------------------
@@ -365,6 +377,8 @@ def test_formatters_tolerate_missing_fields():
     assert modemctl.format_generic({"a": 1, "bb": [1]}) == "a:  1\nbb: [1]"
     assert modemctl.format_at({"lines": [], "final": "OK"}) == "OK"
     assert modemctl.format_resolve({"addresses": []}) == "no addresses"
+    assert modemctl.format_ntp({"utc": "2026-07-02T14:27:52Z", "unix": 1}) == "2026-07-02T14:27:52Z"
+    assert modemctl.format_ntp({"server": "x"}) == "server: x"
     assert modemctl.format_ping({"host": "x"}) == "host: x"
     text = modemctl.format_status({"pdp": {"up": False, "context_id": 1}, "next_reboot": time.time() + 600})
     assert "IP:" in text and "down (context 1)" in text and "Next reboot" in text
