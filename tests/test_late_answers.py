@@ -236,3 +236,70 @@ async def test_a_probe_answered_after_the_modules_rdy_never_lends_its_ok_to_the_
 async def _expect_reset(channel: AtChannel) -> None:
     with pytest.raises(AtModuleReset):
         await channel.probe(PROBE_TIMEOUT)
+
+
+async def _scripted_module():
+    """A channel over an in-memory stream, and the test's hand on the module's end of it."""
+    host, module = trio.testing.memory_stream_pair()
+
+    async def read_line() -> bytes:
+        line = b""
+        while not line.endswith(b"\r"):
+            line += await module.receive_some(1)
+        return line
+
+    return AtChannel(host), module, read_line
+
+
+@pytest.mark.parametrize("late", [
+    b"\r\n+CSQ: 21,99\r\n\r\nOK\r\n",  # the booting module read AT+CSQ and answers it now
+    b"\r\nERROR\r\n",                  # ... or read half of it
+    b"",                               # ... or never read it: the probe costs one exchange
+])
+async def test_a_plain_command_answered_after_the_modules_rdy_never_lends_its_final_to_the_next(
+        late):
+    """A plain command crosses the module's RDY: it ends with AtModuleReset at RDY, and the
+    channel writes one attributed probe before the next queued command, so the command's late
+    final (which looks like any other) is dropped before the probe's `+CMEE:` line instead of
+    ending ATE0 (whose own answer is ERROR here, to tell them apart)."""
+    channel, module, read_line = await _scripted_module()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run)
+        with trio.fail_after(10):
+            csq = channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
+            assert await read_line() == b"AT+CSQ\r"
+            ate0 = channel.submit(Command("ATE0"))
+            await module.send_all(b"\r\nRDY\r\n")
+            with pytest.raises(AtModuleReset):
+                await channel.wait(csq)
+            assert await read_line() == PROBE_TEXT.encode() + b"\r"  # not ATE0
+            await module.send_all(late + b"\r\n+CMEE: 1\r\n\r\nOK\r\n")
+            assert await read_line() == b"ATE0\r"
+            await module.send_all(b"\r\nERROR\r\n")
+            response = await channel.wait(ate0, check=False)
+        assert response.final == "ERROR"
+        assert channel.protocol.counters["stale_finals"] == (1 if late else 0)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_module_silent_after_its_rdy_holds_the_next_command_one_probe_time_only(
+        mock_clock):
+    """The probe after the crossing goes unanswered (a module still busy booting): the queue
+    goes on after PROBE_TIMEOUT, and the probe's late answer is a debt, dropped (rule 7)."""
+    channel, module, read_line = await _scripted_module()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(channel.run)
+        csq = channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
+        assert await read_line() == b"AT+CSQ\r"
+        ate0 = channel.submit(Command("ATE0"))
+        await module.send_all(b"\r\nRDY\r\n")
+        with pytest.raises(AtModuleReset):
+            await channel.wait(csq)
+        assert await read_line() == PROBE_TEXT.encode() + b"\r"
+        started = trio.current_time()
+        assert await read_line() == b"ATE0\r"
+        assert trio.current_time() - started == pytest.approx(PROBE_TIMEOUT)
+        await module.send_all(b"\r\n+CMEE: 1\r\n\r\nOK\r\n\r\nERROR\r\n")
+        assert (await channel.wait(ate0, check=False)).final == "ERROR"
+        assert channel.protocol.counters["late_probe_answers"] == 1
+        nursery.cancel_scope.cancel()

@@ -250,6 +250,7 @@ class AtChannel:
         self._prompted = False                 # the current command's `>` was seen
         self._hold = False                     # probing, or the module is silent: write no queued
         self._suspect: _Request | None = None  # the request being probed for
+        self._resync = False                   # a plain command crossed RDY: probe before the next
         self.silent = False                    # the probe series went unanswered (until a probe is)
         self.silence = trio.Event()            # set when it does (a fresh one once it answers)
         self.echo_off = False                  # ATE0 is in effect: an echo line means a silent reboot
@@ -496,10 +497,15 @@ class AtChannel:
         be answered: the module can read it just after booting and answer it after its RDY (the
         emulator's boot does; a probe written as a module comes up can cross its RDY on the
         line). Its late answer is then dropped, never taken as the answer of the command written
-        next (protocol.py rule 9)."""
+        next (protocol.py rule 9). A plain command may cross the RDY the same way, and its late
+        final (an OK like any other) cannot be told from the next command's: the writer then
+        holds the queue and writes one probe first (`_resync_after_restart`)."""
         protocol = self.protocol
         in_flight = protocol.in_flight is not None
         if isinstance(urc, ModuleReady):
+            if in_flight and not protocol.in_flight.probe and self._suspect is None:
+                self._resync = self._hold = True  # the writer probes before the next command
+                self._wake.set()
             protocol.restarted()
         else:
             protocol.abort()
@@ -687,6 +693,9 @@ class AtChannel:
     async def _writer(self) -> None:
         while True:
             await self._flush()
+            if self._resync:
+                await self._resync_after_restart()
+                continue  # flush what it started
             if self._current is None:
                 self._start_next()  # after a timeout, or queued before the writer ran
                 if self._current is not None or self._writes:
@@ -708,6 +717,21 @@ class AtChannel:
                     self._timeout(current)
                 else:
                     await self._probe_for(current)
+
+    async def _resync_after_restart(self) -> None:
+        """A plain command crossed the module's RDY: the booting module may have read it and
+        answer it only now. One attributed probe goes before the queued commands: that late
+        answer comes before the probe's `+CMEE:` line and is dropped (protocol.py rule 6), so the
+        command written next gets its own answer. Unanswered, the probe stays a debt (rule 7)
+        and the queue goes on: the supervisor's own checks follow a restart anyway."""
+        self._resync = False
+        try:
+            if self._current is None:  # else a probe asked for meanwhile is in flight: the same
+                await self._answered(_probe())
+        finally:
+            if self._suspect is None and not self.silent:
+                self._hold = False
+                self._start_next()
 
     def _timeout(self, request: _Request) -> None:
         command = request.command

@@ -33,7 +33,10 @@ timed: the module answers commands in order, and only a probe's answer carries i
    then dropped with its final when it comes while a command other than a probe is in flight,
    and taken by a probe in flight (both answers say "alive"; the one left over is dropped
    later). This debt expires at the next final of a command other than a probe, so a probe the
-   booting module never read costs nothing, unlike rule 7's.
+   booting module never read costs nothing, unlike rule 7's. A plain command in flight at the
+   restart may be answered late just the same, but its final looks like any other: the caller
+   (the channel) then writes a probe before the next command, and rule 6 drops that final
+   (`stale_possible` is set at the restart).
 
 A line, and so a final result code, is complete at its LF (framer.py): while the CR of the last line
 buffered waits for its next byte, `awaiting_line_end` is true, and the caller that has heard nothing
