@@ -207,15 +207,7 @@ async def test_a_probe_answered_after_the_modules_rdy_never_lends_its_ok_to_the_
     dropped: ATE0, written next, gets its own answer (ERROR here, to tell them apart). Scripted
     over an in-memory stream: the byte order is the point, and the emulator's boot produces it
     only by chance (it did in tests/conftest.py's wait_answering, once every few runs)."""
-    host, module = trio.testing.memory_stream_pair()
-    channel = AtChannel(host)
-
-    async def read_line() -> bytes:
-        line = b""
-        while not line.endswith(b"\r"):
-            line += await module.receive_some(1)
-        return line
-
+    channel, module, read_line = await _scripted_module()
     async with trio.open_nursery() as nursery:
         await nursery.start(channel.run)
         with trio.fail_after(10):
@@ -251,6 +243,19 @@ async def _scripted_module():
     return AtChannel(host), module, read_line
 
 
+async def _cross_the_rdy(channel, module, read_line):
+    """AT+CSQ written, then the module's RDY: AT+CSQ fails, and the channel writes the probe
+    before ATE0, queued meanwhile (returned)."""
+    csq = channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
+    assert await read_line() == b"AT+CSQ\r"
+    ate0 = channel.submit(Command("ATE0"))
+    await module.send_all(b"\r\nRDY\r\n")
+    with pytest.raises(AtModuleReset):
+        await channel.wait(csq)
+    assert await read_line() == PROBE_TEXT.encode() + b"\r"  # not ATE0
+    return ate0
+
+
 @pytest.mark.parametrize("late", [
     b"\r\n+CSQ: 21,99\r\n\r\nOK\r\n",  # the booting module read AT+CSQ and answers it now
     b"\r\nERROR\r\n",                  # ... or read half of it
@@ -266,13 +271,7 @@ async def test_a_plain_command_answered_after_the_modules_rdy_never_lends_its_fi
     async with trio.open_nursery() as nursery:
         await nursery.start(channel.run)
         with trio.fail_after(10):
-            csq = channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
-            assert await read_line() == b"AT+CSQ\r"
-            ate0 = channel.submit(Command("ATE0"))
-            await module.send_all(b"\r\nRDY\r\n")
-            with pytest.raises(AtModuleReset):
-                await channel.wait(csq)
-            assert await read_line() == PROBE_TEXT.encode() + b"\r"  # not ATE0
+            ate0 = await _cross_the_rdy(channel, module, read_line)
             await module.send_all(late + b"\r\n+CMEE: 1\r\n\r\nOK\r\n")
             assert await read_line() == b"ATE0\r"
             await module.send_all(b"\r\nERROR\r\n")
@@ -289,13 +288,7 @@ async def test_a_module_silent_after_its_rdy_holds_the_next_command_one_probe_ti
     channel, module, read_line = await _scripted_module()
     async with trio.open_nursery() as nursery:
         await nursery.start(channel.run)
-        csq = channel.submit(Command("AT+CSQ", prefix="+CSQ:"))
-        assert await read_line() == b"AT+CSQ\r"
-        ate0 = channel.submit(Command("ATE0"))
-        await module.send_all(b"\r\nRDY\r\n")
-        with pytest.raises(AtModuleReset):
-            await channel.wait(csq)
-        assert await read_line() == PROBE_TEXT.encode() + b"\r"
+        ate0 = await _cross_the_rdy(channel, module, read_line)
         started = trio.current_time()
         assert await read_line() == b"ATE0\r"
         assert trio.current_time() - started == pytest.approx(PROBE_TIMEOUT)
