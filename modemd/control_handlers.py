@@ -15,7 +15,7 @@ import trio
 from . import __version__
 from .at.channel import AtError
 from .at.clock import ntp_time
-from .at.commands import UrcTimeout
+from .at.commands import UrcTimeout, operator_refusal
 from .at.protocol import Command
 from .at.radio import REGISTRATION_DOMAINS, Quality
 from .control import ControlError
@@ -115,8 +115,9 @@ def handlers(daemon) -> dict[str, Any]:
         text = str(args.get("command", "")).strip()
         if not text.upper().startswith("AT") or any(ord(c) < 0x20 or ord(c) > 0x7E for c in text):
             raise ControlError("give one AT command line, e.g. modemctl at 'AT+CSQ'")
-        if text.upper().startswith(("AT+QISEND", "AT+QIRD")):
-            raise ControlError("data commands (QISEND/QIRD) would steal socket data; not allowed")
+        refused = operator_refusal(text)  # it would take the line or sockets from modemd
+        if refused:
+            raise ControlError(refused)
         name = text.split("=")[0].split("?")[0]
         # its own +NAME: lines belong to it, also where they double as URCs (+CPIN: SIM PIN)
         prefix = name[2:].upper() + ":" if name.upper().startswith("AT+") else None

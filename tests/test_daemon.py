@@ -172,6 +172,12 @@ def test_emulated_daemon_serves_real_clients(daemon, http_server, tmp_path):
     assert failed.stderr == "modemctl: no.such.host: NTP failed: 565 dns_failed\n"
     at = json.loads(daemon.ctl("--json", "at", "AT+CSQ").stdout)
     assert at["final"] == "OK" and at["lines"][0].startswith("+CSQ:")
+    # an operator's ATV0 would make every answer unreadable to modemd: refused in one line
+    refused = daemon.ctl("at", "ATE0V0", check=False)
+    assert (refused.returncode, refused.stdout) == (1, "")
+    assert refused.stderr == ("modemctl: ATV0: numeric result codes: modemd reads the verbose "
+                              "ones; not allowed\n")
+    assert daemon.ctl("at", 'AT+QICFG="viewmode"').stdout == '+QICFG: "viewmode",0\nOK\n'
     # metrics
     body = subprocess.run(
         ["curl", "-sS", f"http://127.0.0.1:{daemon.ports['metrics']}/metrics"],

@@ -68,6 +68,99 @@ QIACT_READ = ("AT+QIACT?", "+QIACT:")
 CGACT_READ = ("AT+CGACT?", "+CGACT:")
 
 
+# -- what an operator's command line (`modemctl at`) may not do ------------------------------------
+_SOCKETS = "modemd owns the module's sockets"
+#: extended commands refused in any form but test (=?) and read (?), and why
+_REFUSED_ALWAYS = {
+    "+QISEND": "data commands (QISEND/QIRD) would steal socket data",
+    "+QISENDEX": "data commands (QISEND/QIRD) would steal socket data",
+    "+QIRD": "data commands (QISEND/QIRD) would steal socket data",
+    "+QIOPEN": f"{_SOCKETS}: open connections through a [[forward]] or SOCKS5",
+    "+QICLOSE": f"{_SOCKETS}: a connection closes when its local client closes it",
+    "+QISWTMD": f"{_SOCKETS}: it keeps every connection in direct push mode",
+    "+QIACT": "modemd keeps the PDP contexts up: use `modemctl reconnect`",
+    "+QIDEACT": "modemd keeps the PDP contexts up: use `modemctl reconnect`",
+    "+CGACT": "modemd keeps the PDP contexts up: use `modemctl reconnect`",
+    "+IPR": "the port's baud rate is [modem] baudrate: change it there, with the module's",
+    "+IFC": "flow control is [modem] rtscts: change it there, with the module's",
+    "+ICF": "the character framing is the port's: modemd would lose the line",
+}
+#: extended writes refused unless their value is the one modemd keeps
+_KEPT_VALUES = {"+CMEE": "1", "+QISDE": "0"}
+#: QICFG settings that change how received data is framed
+_FRAMING = ('"VIEWMODE"', '"DATAFORMAT"', '"SHOWLENGTH"')
+#: basic commands (letter, or & and letter, then its number: none means 0) refused, and why;
+#: the letter alone: refused with any number
+_REFUSED_BASIC = {
+    "E1": "echo would make modemd take every answer for a restarted module",
+    "V0": "numeric result codes: modemd reads the verbose ones",
+    "Q1": "result codes would be suppressed: every command would time out",
+    "Z": "a settings reset takes modemd's settings away: use `modemctl reboot`",
+    "&F": "a settings reset takes modemd's settings away: use `modemctl reboot`",
+    "O": "data mode would take the line from modemd",
+    "D": "dialling would take the line from modemd",
+}
+
+
+def _line_commands(text: str) -> list[str]:
+    """The commands of one V.250 command line after its `AT`: extended ones (`+NAME...`, or a
+    vendor's `$`, `^`, `#`, ... prefix) up to their `;`, basic ones as letter (or `&` letter) plus digits; `S<n>=<v>` and a dial string
+    (the rest of the line) are taken whole."""
+    body, out, i = text[2:].upper(), [], 0
+    while i < len(body):
+        c = body[i]
+        if c in " ;":
+            i += 1
+        elif c in "+$^#!%*":  # extended (vendors prefix theirs with any of these)
+            end = body.find(";", i)
+            end = len(body) if end < 0 else end
+            out.append(body[i:end].strip())
+            i = end
+        elif c == "D":
+            out.append("D")
+            break
+        else:
+            j = i + (2 if c == "&" else 1)
+            while j < len(body) and body[j].isdigit():
+                j += 1
+            if c == "S" and j < len(body) and body[j] in "=?":
+                j += 1
+                while j < len(body) and body[j] not in " ;" and not body[j].isalpha():
+                    j += 1
+            out.append(body[i:j])
+            i = j
+    return out
+
+
+def operator_refusal(text: str) -> str | None:
+    """Why modemd refuses `text` from an operator's `modemctl at` (None: it may go to the
+    module): the commands that change how the port's answers read, or take the line, the
+    sockets or the contexts from under the daemon. Test and read forms always pass."""
+    for command in _line_commands(text):
+        if command[0] in "$^#!%*S":
+            continue  # another maker's command, or an S-parameter (S3=13): none is refused
+        if not command.startswith("+"):
+            letter = command.rstrip("0123456789")
+            number = int(command[len(letter):] or 0)
+            why = _REFUSED_BASIC.get(letter) or _REFUSED_BASIC.get(f"{letter}{number}")
+            if why:
+                return f"AT{command}: {why}; not allowed"
+            continue
+        name, sep, rest = command.partition("=")
+        if name.endswith("?") or rest.startswith("?"):
+            continue  # read or test form
+        if name in _REFUSED_ALWAYS:
+            return f"AT{name}: {_REFUSED_ALWAYS[name]}; not allowed"
+        if sep and name in _KEPT_VALUES and rest.strip() != _KEPT_VALUES[name]:
+            return (f"AT{command}: modemd keeps AT{name}={_KEPT_VALUES[name]} (it reads "
+                    "the module's answers that way); not allowed")
+        values = rest.split(",")[1:]
+        if sep and name == "+QICFG" and rest.startswith(_FRAMING) and set(values) - {"0"}:
+            return (f"AT{command}: modemd reads received data in the default framing; "
+                    "not allowed")
+    return None
+
+
 def cgpaddr_read(context_id: int) -> tuple[str, str]:
     """AT+CGPADDR for one context (families without AT+QIACT?: its addresses)."""
     return f"AT+CGPADDR={context_id}", "+CGPADDR:"
