@@ -137,6 +137,13 @@ def _num(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
+def _label_sets(metric: Any, forwards: frozenset[str]) -> set[tuple[str, ...]]:
+    """The label values of `metric`'s children whose forward is one of `forwards`, in the
+    metric's label order (a sample's labels are that order: prometheus_client zips them)."""
+    return {tuple(sample.labels.values()) for family in metric.collect()
+            for sample in family.samples if sample.labels.get("forward") in forwards}
+
+
 class UrcCounts:
     """`modemd_at_urcs_total{type}`, a collector over plain counts per URC class.
 
@@ -270,6 +277,7 @@ class Metrics(Observer):
         self._commands: set[str] = set()
         self._active: dict[str, int] = {}
         self._synced: dict[tuple[int, tuple[str, ...]], float] = {}
+        self._forwards: frozenset[str] = frozenset()  # the names that have per-forward series
         self._domains: set[str] = set()
         r = self.registry
 
@@ -556,11 +564,31 @@ class Metrics(Observer):
     # -- daemon-wide declarations -------------------------------------------------------------------
     def declare_forwards(self, names: Iterable[str]) -> None:
         """Create the per-forward series at 0, so rate()/increase() see the first event."""
+        names = list(names)
+        self._forwards |= frozenset(names)
         for name in names:
             for direction in DIRECTIONS:
                 self.forward_bytes.labels(name, direction)
             self.connections_opened.labels(name)
             self.set_connections_active(name, self._active.get(name, 0))
+
+    def keep_forwards(self, names: Iterable[str]) -> None:
+        """Series only for these forwards (listeners, "socks"): those of a name a reload removed
+        go, instead of showing its last values in every scrape until the daemon restarts."""
+        keep = frozenset(names)
+        gone, self._forwards = self._forwards - keep, keep
+        if not gone:
+            return
+        per_forward = (self.forward_bytes, self.connections_opened, self.connections_closed,
+                       self.connections_failed, self.datagrams_dropped, self.connections_active)
+        for metric in per_forward:
+            for labels in _label_sets(metric, gone):
+                metric.remove(*labels)
+        ids = {id(metric) for metric in per_forward}
+        self._synced = {key: total for key, total in self._synced.items()
+                        if key[0] not in ids or key[1][0] not in gone}
+        for name in gone:
+            self._active.pop(name, None)
 
     def declare_context(self, context_id: int) -> None:
         """Create the PDP series at 0 for the configured context."""

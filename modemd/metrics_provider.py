@@ -60,6 +60,7 @@ def _data_path(daemon, m) -> None:
     m.sync_counter(m.reconcile_recoveries, stats.reconcile_recoveries)
     m.sync_counter(m.bytes_pushed, stats.bytes_pushed)
     m.sync_counter(m.access_mode_switches, stats.mode_switches)
+    m.keep_forwards(proxy.flows)  # a forward a reload removed: its series go
     for flow in proxy.flows.values():
         m.sync_counter(m.forward_bytes, flow.bytes_up, flow.name, "to_module")
         m.sync_counter(m.forward_bytes, flow.bytes_down, flow.name, "from_module")

@@ -355,16 +355,18 @@ async def test_reload_keeps_unchanged_forward_connections():
             for cl in (client_a, client_b):
                 await cl.send_all(b"x")
                 assert await recv_exactly(cl, 1) == b"x"
+            flow_b = proxy.flows["b"]
             errors = await proxy.reload(proxy_config(a + c))
             assert errors == []
             assert proxy.units == ["forward a", "forward c"]
+            assert sorted(proxy.flows) == ["a", "c"]  # b's counts are no longer published
             await client_a.send_all(b"still here")
             assert await recv_exactly(client_a, 10) == b"still here"
             with pytest.raises(trio.BrokenResourceError) as info:  # b was removed: reset
                 with trio.fail_after(5):
                     await recv_all(client_b)
             assert linger_reset_error(info.value)
-            assert proxy.flows["b"].resets["stopped"] == 1
+            assert flow_b.resets["stopped"] == 1
             with pytest.raises(OSError):
                 await trio.open_tcp_stream("127.0.0.1", p2)
             async with await trio.open_tcp_stream("127.0.0.1", p3) as client_c:

@@ -501,3 +501,32 @@ def test_an_instance_reloads_its_own_file():
     args = argparse.Namespace(emulate=False, config=None, instance="north")
     assert config_path(args) == str(config_file("north"))
     assert config_path(argparse.Namespace(emulate=True, config=None, instance=None)) is None
+
+
+async def test_a_forward_a_reload_removes_leaves_no_metric_series_behind(tmp_path):
+    """Operators graph modemd_* by forward: a forward taken out of the config by a reload takes
+    its series out of the scrape too (before, its last values stayed until a restart), the
+    others keep their counts, and one that comes back starts again at 0."""
+    async with daemon_running(tmp_path) as daemon:
+        await (await echo_once(daemon.ports["echo"])).aclose()
+        await (await echo_once(daemon.ports["other"], b"pong!")).aclose()
+
+        def scrape() -> list[str]:
+            body, _ = daemon.metrics.generate("")
+            return [line for line in body.decode().splitlines() if 'forward="' in line
+                    and not line.startswith("#") and "_created" not in line]
+
+        before = scrape()
+        assert 'modemd_forward_bytes_total{direction="to_module",forward="other"} 5.0' in before
+        full = (tmp_path / "modemd.toml").read_text()
+        start, end = full.index('[[forward]]\nname = "other"'), full.index("[metrics]")
+        (tmp_path / "modemd.toml").write_text(full[:start] + full[end:])
+        assert await daemon.reload() == []
+        after = scrape()
+        assert after == [line for line in before if 'forward="other"' not in line]
+        assert 'modemd_forward_bytes_total{direction="to_module",forward="echo"} 4.0' in after
+        (tmp_path / "modemd.toml").write_text(full)
+        assert await daemon.reload() == []
+        again = scrape()
+        assert 'modemd_forward_bytes_total{direction="to_module",forward="other"} 0.0' in again
+        assert 'modemd_connections_opened_total{forward="other"} 0.0' in again
