@@ -474,6 +474,10 @@ systemctl stop modemd.service
 r rundir_after_stop "$(stat -c '%a %U:%G' /run/modemd 2>&1)"
 systemd-tmpfiles --create modemd.conf
 r rundir_tmpfiles "$(stat -c '%a %U:%G' /run/modemd)"
+# purge: what the service made (StateDirectory= per instance, the runtime directory) goes too
+r statedir_before_purge "$(ls /var/lib/modemd | tr '\n' ' ')"
+dpkg --purge modemd; r purge_rc $?
+r after_purge "$(ls -d /var/lib/modemd /run/modemd /etc/modemd 2>/dev/null | tr '\n' ' ')"
 r done yes
 """
 
@@ -556,6 +560,17 @@ def test_deb_installs_in_a_booted_container(installed):
     assert r["rundir_tmpfiles"] == "750 modemd:modemd"
     assert r["enabled"] == "enabled"
     assert r["unit_path"] == "/lib/systemd/system/modemd.service"
+
+
+@pytest.mark.nspawn
+def test_purge_removes_the_state_and_runtime_directories(installed):
+    """dpkg --purge after the services ran: /var/lib/modemd (StateDirectory=, one per instance:
+    the PINs the SIM rejected) and /run/modemd go; /etc/modemd stays while it holds the
+    admin's own instance files (m1-m3.toml are not the package's)."""
+    r = installed
+    assert r["statedir_before_purge"].split() == ["m1", "m2", "m3"], _files(r, "check.log")
+    assert r["purge_rc"] == "0", _files(r, "check.log")
+    assert r["after_purge"].split() == ["/etc/modemd"], _files(r, "check.log")
 
 
 @pytest.mark.nspawn
