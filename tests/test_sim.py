@@ -211,3 +211,38 @@ async def test_lost_answer_to_a_wrong_pin_counts_as_rejected(mock_clock, tmp_pat
             await wait_state(sup, State.INIT)
             await wait_state(sup, State.SIM_PIN_REJECTED)
             assert emu.sim.cpin_writes == 1 and emu.sim.pin_left == 2
+
+
+async def test_a_sim_pulled_while_serving_waits_in_sim_not_inserted_without_a_reboot(
+        mock_clock, tmp_path, caplog):
+    """The card is pulled while serving (+CPIN: NOT INSERTED, the contexts dropped): every
+    socket is reset and bring-up goes back to the SIM step, which stops in sim_not_inserted and
+    names the fix. No reboot, no back-off (no reboot brings a card back). Put back: serving."""
+    async with emulator() as emu:
+        async with running(sim_cfg(emu.tty_path), state_dir=str(tmp_path)) as (sup, link):
+            await serving(link)
+            emu.set_sim_ready(False)
+            await wait_state(sup, State.SIM_NOT_INSERTED)
+            assert "no SIM card" in link.status_text and not link.serving(1)
+            await stays(sup, State.SIM_NOT_INSERTED, 600.0)
+            assert sup.sim_losses == 1 and sup.schedule.total == 0 and sup.module_resets == 0
+            emu.set_sim_ready(True)
+            await serving(link)
+            assert sup.schedule.total == 0 and sup.contexts[0].activations == 2
+    assert "sim_lost: +CPIN: NOT INSERTED while serving: every socket is reset; checking the " \
+           "SIM again (no reboot)" in caplog.text
+
+
+async def test_a_locked_sim_put_back_while_running_gets_its_pin_once_more(mock_clock, tmp_path):
+    """A PIN-locked card pulled and put back asks for its PIN again: that is a new power-on of
+    the card, so the configured PIN is sent once more, not taken for a rejected one."""
+    async with emulator(sim_locked=True) as emu:
+        async with running(sim_cfg(emu.tty_path, PIN), state_dir=str(tmp_path)) as (sup, link):
+            await serving(link)
+            assert emu.sim.cpin_writes == 1
+            emu.set_sim_ready(False)
+            await wait_state(sup, State.SIM_NOT_INSERTED)
+            emu.set_sim_ready(True)
+            await serving(link)
+            assert emu.sim.cpin_writes == 2 and emu.sim.cpin_wrong == 0
+            assert sup.schedule.total == 0 and not (tmp_path / STATE_FILE).exists()

@@ -95,8 +95,10 @@ async def test_control_socket_sim_commands():
         assert await port.cmd('AT+CPIN="13579"') == ["OK"]
         assert await ready_urcs(port) == ["+CPIN: READY", "+QIND: SMS DONE", "+QIND: PB DONE"]
         assert await run_command(emu, "sim absent") == "ok"
+        assert await port.urc("+CPIN:") == "+CPIN: NOT INSERTED"  # pulled while running
         assert await port.cmd("AT+CPIN?") == ["+CME ERROR: 10"]
         assert await run_command(emu, "sim ready") == "ok"
+        assert await port.urc("+CPIN:") == "+CPIN: SIM PIN"  # the locked card asks again
         assert await run_command(emu, "sim busy") == "ok"
         assert await port.cmd("AT+CPIN?") == ["+CME ERROR: 14"]
         assert await run_command(emu, "sim notbusy") == "ok"

@@ -447,8 +447,25 @@ class Emulator:
         self._hosts = {**DEFAULT_HOSTS, **check_hosts(hosts)}
 
     def set_sim_ready(self, ready: bool) -> None:
-        """Insert (True) or remove (False) the SIM card."""
+        """Insert (True) or remove (False) the SIM card. A running module says so at once, as
+        with SIM hot-plug detection on (`+CPIN: NOT INSERTED`; an inserted card starts up and
+        reports its state, `+CPIN: READY` or `SIM PIN`), and a card pulled takes every active
+        context (`pdpdeact`, sockets dead) and the registration with it."""
+        if self.sim.inserted == bool(ready):
+            return
+        session = self._session
+        was_registered = session.registered if session is not None else None
         self.sim.inserted = bool(ready)
+        if ready:
+            self.sim.power_on()  # a card just inserted asks for its PIN again
+        if session is None:
+            return
+        session.urc(f"+CPIN: {self.sim.state}")
+        if not ready:
+            for ctx in [cid for cid, c in session.contexts.items() if c.active]:
+                self.pdp_deactivate(ctx)
+        if session.registered != was_registered:
+            session.handlers.registration_changed()
 
     def set_sim_busy(self, busy: bool) -> None:
         """A SIM that stays busy (+CME ERROR: 14) until cleared: it never gets ready."""

@@ -137,9 +137,10 @@ class SimKeeper:
 
     # -- the step ------------------------------------------------------------------------------------
     def _power_on(self) -> tuple[int, ...]:
-        """Changes whenever the module may have restarted (RDY, a reboot, a reset, a new port)."""
+        """Changes whenever the module or the card may have restarted (RDY, a reboot, a reset, a
+        new port, a card pulled or failed while in use: put back, it asks for its PIN again)."""
         sup = self.sup
-        return (sup.boots, sup.schedule.total, sup.module_resets, sup.port_losses)
+        return (sup.boots, sup.schedule.total, sup.module_resets, sup.port_losses, sup.sim_losses)
 
     async def _until_ready_or_stop(self) -> tuple[State, str, str] | None:
         sup, t = self.sup, self.sup.timings

@@ -65,6 +65,13 @@ SIM_STOP_STATES = frozenset({
     State.SIM_PIN_REQUIRED, State.SIM_PIN_REJECTED, State.SIM_PUK_REQUIRED, State.SIM_NOT_INSERTED,
 })
 
+# States after the SIM step that need the SIM: a +CPIN other than READY here means it was pulled
+# or failed (RECOVERING is left out: AT+CFUN=0 takes the SIM down on purpose).
+SIM_IN_USE_STATES = frozenset({
+    State.CS_REGISTRATION, State.PS_REGISTRATION, State.CONFIGURING, State.ACTIVATING,
+    State.SERVING, State.REGISTRATION_LOST, State.DEACTIVATING,
+})
+
 # States in which a command that misses its deadline means "the module is not answering": reboot.
 TALKING_STATES = frozenset({
     State.INIT, State.SIM, *SIM_STOP_STATES, State.CS_REGISTRATION, State.PS_REGISTRATION,
@@ -157,6 +164,7 @@ class Trouble:
 
     # "reboot" (a flowchart rule) | "reset" (the module rebooted by itself: RDY, an echo while ATE0
     # is in effect) | "silent" (the channel's probe series went unanswered: resync first) | "lost"
-    # (a command of ours was lost, the module answered the probe: ask again) | "port_lost"
+    # (a command of ours was lost, the module answered the probe: ask again) | "sim" (the SIM
+    # went away while in use: sockets reset, bring-up again from the SIM step) | "port_lost"
     kind: str
     reason: str

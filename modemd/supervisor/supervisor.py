@@ -65,6 +65,7 @@ from .radio import RadioWatch
 from .sim import SimKeeper, SimStatus
 from .states import (
     BOOTING_STATES,
+    SIM_IN_USE_STATES,
     TALKING_STATES,
     RebootNeeded,
     State,
@@ -242,6 +243,7 @@ class Supervisor:
         self.last_ladder: list = []
         self.last_recovery_seconds: float | None = None
         self.module_resets = 0
+        self.sim_losses = 0              # a +CPIN other than READY while the SIM was in use
         self.resyncs = 0                 # silences that ended with an answered probe (no reboot)
         self.keepalive_noted = False     # "this family has no TCP keepalive" said once
         self.silent_reboots = 0          # module resets seen as an echo while ATE0 was in effect
@@ -688,6 +690,11 @@ class Supervisor:
                     trouble = Trouble("reset", "module_reset: the module restarted while silent "
                                                "(RDY or an echo during the resync)")
             self.link.module_reset()
+            if trouble.kind == "sim":  # pulled or failed: no reboot helps; the SIM step decides
+                self.sim_losses += 1
+                log.warning("%s: every socket is reset; checking the SIM again (no reboot)",
+                            trouble.reason)
+                continue
             if trouble.kind == "reset":
                 self.module_resets += 1
                 log.warning("%s: every socket is gone; initialising again", trouble.reason)
@@ -823,8 +830,9 @@ class Supervisor:
                     keeper.request_cycle('pdpdeact: +QIURC: "pdpdeact"')
             elif isinstance(urc, Registration):
                 self.radio.on_registration(urc)
-            elif isinstance(urc, SimState) and urc.state != "READY" and self.state is State.SERVING:
-                log.warning("+CPIN: %s while serving", urc.state)
+            elif (isinstance(urc, SimState) and urc.state != "READY"
+                  and self.state in SIM_IN_USE_STATES):
+                self._fire(Trouble("sim", f"sim_lost: +CPIN: {urc.state} while {self.state}"))
 
     async def _watch_cycles(self) -> None:
         async for context_id in self.link.cycle_requests:

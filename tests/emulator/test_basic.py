@@ -101,7 +101,8 @@ async def test_sim_not_ready_and_cme_levels():
         await port.ok("AT+CMEE=2")
         assert await port.cmd("AT+CPIN?") == ["+CME ERROR: SIM not inserted"]
         assert await port.ok("AT+CEREG?") == ["+CEREG: 0,0"]
-        emu.set_sim_ready(True)
+        emu.set_sim_ready(True)  # inserted while running: the card reports at once
+        assert await port.urc("+CPIN:") == "+CPIN: READY"
         assert await port.ok("AT+CPIN?") == ["+CPIN: READY"]
 
 
