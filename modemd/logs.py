@@ -11,8 +11,8 @@ Structured fields are passed as upper-case ``extra`` keys::
 systemd-python is optional (it does not build without libsystemd-dev). Without it, stderr lines
 under systemd carry a ``<N>`` syslog-priority prefix that journald turns into the entry's priority.
 
-Secrets (APN passwords, ...) registered with :func:`register_secret` are replaced by ``***`` in
-the message, its arguments, the traceback, the stack and the structured fields of every record that
+Secrets (APN passwords, ...) registered with :func:`register_secret`, and the arguments of every
+``+CPIN=`` (a SIM PIN or PUK), are replaced by ``***`` in the message, its arguments, the traceback, the stack and the structured fields of every record that
 reaches a handler installed by :func:`setup_logging`, and again in the formatted text, so they
 never reach any log output.
 """
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from typing import Any, TextIO
@@ -77,16 +78,22 @@ def clear_secrets() -> None:
         _ordered = ()
 
 
+#: the arguments of +CPIN= (a PIN; a PUK and a new PIN), masked wherever they appear and whoever
+#: wrote them. A PIN is masked by place, not registered as a secret: its four digits would mask
+#: them in every number of a log line that holds them (a port, a byte count).
+_CPIN_ARGS = re.compile(r"(\+CPIN=)[^\r\n]*", re.IGNORECASE)
+
+
 def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
+    """``text`` with every registered secret, and every +CPIN= argument, replaced by ``***``."""
     for secret in _ordered:
         if secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return _CPIN_ARGS.sub(r"\1" + MASK, text)
 
 
 def _redact_value(value: Any) -> Any:
-    if not _ordered or value is None or isinstance(value, (bool, int, float)):
+    if value is None or isinstance(value, (bool, int, float)):
         return value
     text = value if isinstance(value, str) else str(value)
     cleaned = redact(text)
@@ -140,9 +147,8 @@ class RedactFilter(logging.Filter):
             record.exc_info = None  # the text (already redacted) is what gets shown
         if record.stack_info:
             record.stack_info = redact(record.stack_info)
-        if _ordered:
-            for key, value in structured_fields(record).items():
-                setattr(record, key, _redact_value(value))
+        for key, value in structured_fields(record).items():
+            setattr(record, key, _redact_value(value))
         record._modemd_redacted = True
         return True
 

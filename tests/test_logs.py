@@ -108,6 +108,21 @@ def test_redact():
     assert logs.redact("s3cr3t") == "s3cr3t"
 
 
+def test_a_sim_pin_is_masked_where_it_appears_not_in_every_number():
+    """+CPIN= arguments (PIN; PUK and new PIN), whoever typed them and in any case, are masked;
+    the same digits elsewhere (a port, a byte count) are left alone: the PIN is not a secret
+    string, which would shred every number that holds it."""
+    for line, masked in [
+        ('AT+CPIN="1234"', "AT+CPIN=***"),
+        ('unknown line: at+cpin="12345678","4711"', "unknown line: at+cpin=***"),
+        ('modemctl at AT+CPIN="1234"\r\nOK', "modemctl at AT+CPIN=***\r\nOK"),
+        ("forward web: 127.0.0.1:51234 -> localhost:1234, 123412 bytes",
+         "forward web: 127.0.0.1:51234 -> localhost:1234, 123412 bytes"),
+        ("+CPIN: SIM PIN", "+CPIN: SIM PIN"),  # the SIM's answer holds no code
+    ]:
+        assert logs.redact(line) == masked
+
+
 # --------------------------------------------------------------------------- stderr paths
 
 

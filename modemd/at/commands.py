@@ -346,7 +346,7 @@ class QuectelAt:
 
     async def enter_pin(self, pin: str) -> None:
         """AT+CPIN="<pin>": the PIN the SIM asks for. The text is never logged: the channel
-        logs command names only, and the daemon registers the PIN as a secret."""
+        logs command names only, and logs.redact masks every +CPIN= argument."""
         if not (4 <= len(pin) <= 8 and pin.isascii() and pin.isdigit()):
             raise ValueError("sim.pin: must be 4 to 8 digits")
         await self.run(f'AT+CPIN="{pin}"')
