@@ -294,10 +294,11 @@ def commands_matching(emu, pattern: str, since: int = 0) -> list[re.Match]:
 
 
 # -- what a previous run left behind ----------------------------------------------------------------
-def leftovers(family: str, marks: dict):
+def leftovers(family: str, marks: dict, apn: str = "internet"):
     """Before the daemon opens the port: the context active and a socket open on the highest
     connect_id (a crashed previous run); on BC25 also `viewmode`/`showlength` = 1, which persist in
-    NVRAM (§3.15) and would put data on the +QIRD header line if modemd did not force them back."""
+    NVRAM (§3.15) and would put data on the +QIRD header line if modemd did not force them back.
+    The context was activated with `apn` (the config's: a previous run of the same config)."""
     profile = get_profile(family)
     ctx = CONTEXT[family]
     stale = max(profile.connect_ids)
@@ -315,6 +316,7 @@ def leftovers(family: str, marks: dict):
                     await at.run('AT+QICFG="showlength",1', prefix="+QICFG:")
                     await at.run(f"AT+CGACT=1,{ctx}")
                 else:
+                    await at.qicsgp(ctx, apn)
                     await at.run(f"AT+QIACT={ctx}")
                 await at.qiopen_and_wait(ctx, stale, "UDP", "127.0.0.1", 9)
                 nursery.cancel_scope.cancel()
@@ -764,3 +766,23 @@ def test_keepalive_command_in_each_familys_unit_and_range(family, seconds, text)
     from modemd.at.commands import QuectelAt
 
     assert QuectelAt(None, get_profile(family)).keepalive_command(seconds) == text  # type: ignore[arg-type]
+
+
+async def test_a_context_left_active_with_another_apn_is_activated_again(tmp_path, caplog):
+    """A context found active was activated before modemd configured it: kept when AT+QICSGP
+    held the config's settings (the same config's previous run, above), activated again when it
+    held others (the APN changed between two runs), so that status never shows an APN as in
+    effect that the context does not use."""
+    marks: dict = {}
+    async with servers() as (srv, duplex):
+        config = write_config(tmp_path, "bg96", srv, ports=local_ports())
+        async with running("bg96", config, leftovers("bg96", marks, apn="old.apn")) as daemon:
+            sent = daemon.emulator.commands[marks["since"]:]
+            order = [c for c in sent if c.startswith(("AT+QICSGP=1", "AT+QIDEACT=1", "AT+QIACT=1"))]
+            assert order == ["AT+QICSGP=1", 'AT+QICSGP=1,1,"internet","","",0', "AT+QIDEACT=1",
+                             "AT+QIACT=1"], order
+            keeper = daemon.supervisor.contexts[0]
+            assert keeper.in_effect.apn == "internet" and keeper.activations == 1
+            assert daemon.link.serving(1)
+    assert ("context 1 is active with other settings than pdp (apn; APN 'old.apn'): "
+            "activating it again with the configured ones") in caplog.text

@@ -39,6 +39,7 @@ async def test_bring_up_to_serving(mock_clock, caplog):
                 "ATE0", "AT+CMEE=1", "AT+CGMM", "AT+CGMR", "AT+CGSN", "AT+QISDE=0",
                 "AT+CREG=2", "AT+CGREG=2", "AT+CEREG=2",
                 "AT+QISTATE?", "AT+CPIN?", "AT+CREG?", "AT+CGREG?",
+                "AT+QICSGP=1",  # what a context found active was activated with
                 'AT+QICSGP=1,1,"internet","user","s3cret-pw",1',
                 "AT+QIACT?", "AT+QIACT=1", "AT+QIACT?",
             ]

@@ -175,6 +175,17 @@ class ContextState:
 
 
 @dataclass(frozen=True)
+class StoredContext:
+    """A context's settings as AT+QICSGP=<contextID> reads them back (in the config's names; the
+    password is left out: not every firmware need echo it)."""
+
+    apn: str
+    username: str
+    auth: str
+    ip_type: str
+
+
+@dataclass(frozen=True)
 class SocketState:
     connect_id: int
     service_type: str
@@ -441,6 +452,20 @@ class QuectelAt:
             f'AT+QICSGP={context_id},{IP_TYPES[ip_type]},"{apn}","{username}","{password}",'
             f"{AUTH[auth]}"
         )
+
+    async def qicsgp_read(self, context_id: int) -> StoredContext | None:
+        """What AT+QICSGP=<contextID> says the context is set up with (None: no answer line, or a
+        type or authentication number modemd has no name for)."""
+        self._check_context_id(context_id)
+        rows = await self.query(f"AT+QICSGP={context_id}", "+QICSGP:")
+        if not rows or len(rows[0]) < 5:
+            return None
+        ctype, apn, username, _password, auth = rows[0][:5]
+        ip_type = {str(n): name for name, n in IP_TYPES.items()}.get(ctype)
+        auth_name = {str(n): name for name, n in AUTH.items()}.get(auth)
+        if ip_type is None or auth_name is None:
+            return None
+        return StoredContext(apn, username, auth_name, ip_type)
 
     async def cgdcont(self, context_id: int, apn: str, ip_type: str = "ipv4") -> None:
         """The APN and IP type of a context where there is no AT+QICSGP (BC25/BC32)."""

@@ -1,6 +1,7 @@
 """The PDP context as a supervised resource (seeds-comparison §2.1, §7 items 28, 34, 35, 38).
 
-- activation: AT+QIACT? first (a context left active by a previous run is kept), else AT+QIACT
+- activation: AT+QIACT? first (a context left active by a previous run is kept, unless AT+QICSGP held
+  other settings than [pdp]'s before configure() wrote them: then it is activated again), else AT+QIACT
   (150 s; no answer -> reboot); ERROR -> AT+QIDEACT, wait, retry; 3 ERRORs in a row -> reboot;
   AT+QIACT? gives the address(es) -> `link.context_up`.
 - deactivation: `link.context_down` first (every socket of the context is reset at once), then
@@ -32,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ..at.channel import AtCommandError, AtTimeout
-from ..at.commands import CGACT_READ, QIACT_READ, cgpaddr_read
+from ..at.channel import AtCommandError, AtTimeout, CommandLost
+from ..at.commands import CGACT_READ, QIACT_READ, StoredContext, cgpaddr_read
 from .bringup import query
 from .radio import ride_out_registration_loss, until_registration_lost
 from .states import RebootNeeded, State
@@ -91,6 +92,7 @@ class PdpKeeper:
         self.wanted: Any = pdp           # a PdpConfig: what the next AT+QICSGP writes
         self.in_effect: Any = pdp        # what the context was last activated with
         self._configured: Any = pdp      # what the last AT+QICSGP wrote
+        self._found: StoredContext | None = None  # what AT+QICSGP held before that write
         self.addresses: tuple[str, ...] = ()
         self.activation_failures = 0     # consecutive AT+QIACT ERRORs
         self.deactivation_failures = 0   # consecutive AT+QIDEACT ERRORs
@@ -127,8 +129,10 @@ class PdpKeeper:
         keys = ", ".join(f"{self.key}.{name}" for name in changed)
         self.request_cycle(f"reload: {keys} changed", configure=True)
 
-    async def configure(self) -> None:
-        """AT+QICSGP (APN, credentials, auth, IP type); credentials never reach a log line."""
+    async def configure(self, *, look_first: bool = False) -> None:
+        """AT+QICSGP (APN, credentials, auth, IP type); credentials never reach a log line.
+        `look_first` (bring-up, where the context may still be active from before): read what
+        the module holds first, for activate() to tell whether that activation fits [pdp]."""
         sup, pdp = self.sup, self.wanted
         sup.enter(State.CONFIGURING, 30.0, self._detail(""))
         at = sup.at
@@ -138,6 +142,7 @@ class PdpKeeper:
         )
         try:
             if sup.profile.has_qicsgp:
+                self._found = await self._stored() if look_first else None
                 await at.qicsgp(
                     pdp.context_id, pdp.apn, pdp.username, pdp.password, pdp.auth, pdp.ip_type
                 )
@@ -151,6 +156,29 @@ class PdpKeeper:
                 self.wanted = self._configured
             return
         self._configured = pdp
+
+    async def _stored(self) -> StoredContext | None:
+        """What the module holds for the context before modemd writes its own: a context found
+        active was activated with it (None: not readable)."""
+        try:
+            return await self.sup.at.qicsgp_read(self.context_id)
+        except (AtCommandError, CommandLost) as exc:
+            log.info("context %d: its stored settings are not readable (%s)", self.context_id, exc)
+            return None
+
+    def _stale(self, found: StoredContext | None) -> str:
+        """Why a context found active must be activated again ("": keep it): it was activated
+        before modemd configured it (another run of it, a person) with other settings than
+        [pdp]'s, which status would otherwise show as in effect."""
+        if found is None:
+            return ""
+        pdp = self.wanted
+        differ = [name for name in ("apn", "username", "auth", "ip_type")
+                  if getattr(found, name) != getattr(pdp, name)]
+        if not differ:
+            return ""
+        return (f"active with other settings than {self.key} ({', '.join(differ)}; APN "
+                f"{found.apn!r})")
 
     # -- requests from URCs, the socket layer, reload and modemctl reconnect ----------------------
     def request_cycle(self, reason: str, *, configure: bool = False) -> None:
@@ -190,9 +218,17 @@ class PdpKeeper:
         name = sup.at.activate_command
         deadline = sup.profile.timeout(name)
         self._requests.drop(self)  # requests about an earlier activation are moot
+        found, self._found = self._found, None  # what the module held before configure()
         while True:
             sup.enter(State.ACTIVATING, deadline + 2 * t.query_timeout, self._detail(""))
             active, addrs = await self.query()
+            stale = self._stale(found) if active else ""
+            found = None  # only a context found active at the first look was not ours
+            if stale:
+                log.warning("context %d is %s: activating it again with the configured ones",
+                            self.context_id, stale)
+                await self.deactivate(f"stale: {stale}")
+                continue
             if active and addrs:
                 log.info("context %d already active (%s)", self.context_id, ", ".join(addrs))
                 break

@@ -753,7 +753,7 @@ class Supervisor:
             await bringup.wait_cs(self)
         registered = await bringup.wait_ps(self, t.ps_timeout)
         for keeper in self.contexts:
-            await keeper.configure()
+            await keeper.configure(look_first=True)
         if not registered:
             # S5 §1.1: "configure the PDP context then switch the functionality level with AT+CFUN"
             await bringup.cfun_cycle(self)
