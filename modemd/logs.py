@@ -12,9 +12,9 @@ systemd-python is optional (it does not build without libsystemd-dev). Without i
 under systemd carry a ``<N>`` syslog-priority prefix that journald turns into the entry's priority.
 
 Secrets (APN passwords, ...) registered with :func:`register_secret`, and the arguments of every
-``+CPIN=`` (a SIM PIN or PUK), are replaced by ``***`` in the message, its arguments, the traceback, the stack and the structured fields of every record that
-reaches a handler installed by :func:`setup_logging`, and again in the formatted text, so they
-never reach any log output.
+``+CPIN=`` (a SIM PIN or PUK), are replaced by ``***`` in the message, its arguments, the
+traceback, the stack and the structured fields of every record that reaches a handler installed
+by :func:`setup_logging`, and again in the formatted text, so they never reach any log output.
 """
 
 from __future__ import annotations

@@ -89,6 +89,8 @@ _REFUSED_ALWAYS = {
 _KEPT_VALUES = {"+CMEE": "1", "+QISDE": "0"}
 #: QICFG settings that change how received data is framed
 _FRAMING = ('"VIEWMODE"', '"DATAFORMAT"', '"SHOWLENGTH"')
+#: the first character of another maker's extended commands (AT$QCPWRDN, AT^SYSINFO, ...)
+_VENDOR_PREFIXES = "$^#!%*"
 #: basic commands (letter, or & and letter, then its number: none means 0) refused, and why;
 #: the letter alone: refused with any number
 _REFUSED_BASIC = {
@@ -103,15 +105,15 @@ _REFUSED_BASIC = {
 
 
 def _line_commands(text: str) -> list[str]:
-    """The commands of one V.250 command line after its `AT`: extended ones (`+NAME...`, or a
-    vendor's `$`, `^`, `#`, ... prefix) up to their `;`, basic ones as letter (or `&` letter) plus digits; `S<n>=<v>` and a dial string
-    (the rest of the line) are taken whole."""
+    """The commands of one V.250 command line after its `AT`: extended ones (`+NAME...`, or
+    another maker's prefix) up to their `;`, basic ones as letter (or `&` letter) plus digits;
+    `S<n>=<v>` and a dial string (the rest of the line) are taken whole."""
     body, out, i = text[2:].upper(), [], 0
     while i < len(body):
         c = body[i]
         if c in " ;":
             i += 1
-        elif c in "+$^#!%*":  # extended (vendors prefix theirs with any of these)
+        elif c == "+" or c in _VENDOR_PREFIXES:  # extended
             end = body.find(";", i)
             end = len(body) if end < 0 else end
             out.append(body[i:end].strip())
@@ -137,7 +139,7 @@ def operator_refusal(text: str) -> str | None:
     module): the commands that change how the port's answers read, or take the line, the
     sockets or the contexts from under the daemon. Test and read forms always pass."""
     for command in _line_commands(text):
-        if command[0] in "$^#!%*S":
+        if command[0] in _VENDOR_PREFIXES or command[0] == "S":
             continue  # another maker's command, or an S-parameter (S3=13): none is refused
         if not command.startswith("+"):
             letter = command.rstrip("0123456789")

@@ -122,7 +122,8 @@ class Proxy:
             except (EndpointError, OSError) as exc:
                 errors.append(f"{key}: {exc}")
                 log.error("reload: %s could not start: %s", key, exc)
-        for name in set(self.flows) - _flow_names(new_cfg):
+        planned = {service.flow.name for _, service in plan.values()}
+        for name in set(self.flows) - planned:
             del self.flows[name]  # its unit is gone: its counts are no longer published
         self.cfg = new_cfg
         return errors
@@ -174,9 +175,3 @@ class Proxy:
 
     def connections(self) -> list[dict[str, Any]]:
         return self.manager.connections()
-
-
-def _flow_names(cfg: Config) -> set[str]:
-    """The names whose traffic is counted: every forward and listener, and "socks"."""
-    names = {fwd.name for fwd in cfg.forwards} | {lst.name for lst in cfg.listens}
-    return names | {"socks"} if cfg.socks is not None else names
